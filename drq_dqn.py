@@ -1,0 +1,615 @@
+"""DrQ on Atari 100k: n-step double dueling DQN ("Efficient DQN") with random-shift image augmentation.
+
+Reproduces the Atari half of Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021).
+Every constant follows ../shared/spec/ALGORITHMS.md (cited as "spec §x"); `diff nddqn_atari.py drq_dqn.py`
+shows exactly what DrQ adds to the baseline.
+
+    python drq_dqn.py --env-id Breakout --seed 1                                   # DrQ as published
+    python drq_dqn.py --env-id Breakout --end-e 0.01 --eval-epsilon 0.001 --intensity-scale 0.05   # DrQ(eps)
+"""
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (used in run_name and as `algo` in final.json)"""
+    seed: int = 1
+    """seed of the experiment (torch, numpy, python and the environment)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when torch sees a GPU (falls back to the CPU); passing --cuda explicitly makes a missing GPU an error"""
+    track: bool = False
+    """if toggled, log metrics to Weights and Biases as well as to runs/{run_name}/metrics.jsonl"""
+    wandb_project_name: str = "drq-reproduction"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of the wandb project"""
+    wandb_group: str | None = None
+    """the wandb group (sweep.py sets one per sweep)"""
+    wandb_mode: Literal["online", "offline", "disabled"] = "online"
+    """wandb mode: `offline` needs no network or API key"""
+    capture_video: bool = False
+    """if toggled, record the first final-evaluation game to runs/{run_name}/videos"""
+    save_model: bool = False
+    """if toggled, save the trained Q-network to runs/{run_name}/model.pt"""
+    eval_checkpoint: str | None = None
+    """path of a model.pt to load and evaluate; no training happens"""
+    runs_dir: str = "runs"
+    """folder that receives runs/{run_name}/"""
+    log_interval: int = 1000
+    """agent steps between loss/SPS log points and progress lines (the only host syncs of the training loop)"""
+
+    # Environment (spec §2.3, §6 item 9)
+    env_id: str = "Breakout"
+    """Atari game: `Breakout` or `BreakoutNoFrameskip-v4` (no sticky actions, minimal action set)"""
+    noop_max: int = 30
+    """up to this many no-op actions at the start of every game (spec §2.3 runner)"""
+    max_episode_frames: int = 108_000
+    """a game is cut (truncated) after this many frames, 27k agent steps (spec §2.3)"""
+
+    # Algorithm (spec §2.3 DrQ.gin / DrQ_eps.gin, §6 item 8)
+    total_timesteps: int = 100_000
+    """agent steps of training; each is 4 frames, so 100k steps = 400k frames (spec §6 item 9)"""
+    buffer_size: int = 100_000
+    """replay capacity in transitions; 100k = every transition of the run, dopamine's "unbounded" proxy"""
+    learning_rate: float = 1e-4
+    """Adam learning rate (spec §2.3, from DER)"""
+    adam_eps: float = 1.5e-4
+    """Adam epsilon (spec §2.3, from DER)"""
+    gamma: float = 0.99
+    """discount factor"""
+    n_step: int = 10
+    """multi-step return horizon (spec §2.2: n = 10, not DER's 20)"""
+    target_network_frequency: int = 1
+    """updates between target-network syncs; 1 = synced every step (spec §2.3 target_update_period)"""
+    batch_size: int = 32
+    """minibatch size"""
+    learning_starts: int = 1600
+    """agent steps of pure exploration before the first update (spec §2.3 min_replay_history)"""
+    train_frequency: int = 1
+    """agent steps between updates (spec §2.3 update_period)"""
+    start_e: float = 1.0
+    """epsilon while no learning happens and at the start of the decay"""
+    end_e: float = 0.1
+    """final training epsilon: 0.1 for DrQ as published, 0.01 for DrQ(eps) (spec §2.2)"""
+    exploration_steps: int = 5000
+    """agent steps of linear epsilon decay after learning starts (spec §2.3 epsilon_decay_period)"""
+    max_grad_norm: float = 0.0
+    """clip the gradient norm to this value; 0 = no clipping as in dopamine (the DrQ appendix may say 10, spec §2.4)"""
+    conv_padding: Literal["valid", "same"] = "valid"
+    """Nature-CNN padding: `valid` (Nature DQN, 3136 features) or `same` (flax's default in dopamine, 7744)"""
+
+    # Final evaluation (spec §2.2, §6 item 9)
+    eval_episodes: int = 100
+    """complete games (all lives) played by the final policy"""
+    eval_steps: int = 0
+    """if > 0, evaluate for at least this many agent steps of complete games instead (the paper's 125000)"""
+    eval_epsilon: float = 0.05
+    """evaluation epsilon: 0.05 for DrQ as published, 0.001 for DrQ(eps); 1.0 plays uniformly at random"""
+
+    # DrQ (spec §1.3, §2.1, §2.3)
+    k: int = 1
+    """K: augmented next states whose targets are averaged (the paper uses K=1 on Atari)"""
+    m: int = 1
+    """M: augmented current states whose losses are averaged (the paper uses M=1 on Atari)"""
+    image_pad: int = 4
+    """random-shift range: replicate-pad by this many pixels, then crop back to 84x84"""
+    intensity_scale: float = 0.0
+    """if > 0, multiply each augmented sample by 1 + scale * clip(N(0,1), -2, 2) (dopamine's 0.05, spec §2.3)"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared blocks (identical in every training script; see CONTRIBUTING.md)
+
+
+def get_device(cuda: bool) -> torch.device:
+    # --cuda is on by default and falls back to the CPU; naming it explicitly makes a missing GPU an error.
+    if cuda and torch.cuda.is_available():
+        return torch.device("cuda")
+    if cuda and "--cuda" in sys.argv[1:]:
+        raise SystemExit("error: --cuda was given but torch sees no CUDA device; rerun with --no-cuda")
+    return torch.device("cpu")
+
+
+def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """DrQ's random shift (spec §1.3): replicate-pad by `pad`, then crop back to the input size at a random
+    offset, i.e. an integer translation in [-pad, pad] per sample and axis, shared by all channels (the stacked
+    frames) of a sample. Replicate padding equals clamping the source index, so two gathers do it exactly on
+    any dtype, with no padded copy. `shift` (n, 2) of (dy, dx) overrides the random draw (tests)."""
+    n, c, h, w = x.shape
+    if shift is None:
+        shift = torch.randint(-pad, pad + 1, (n, 2), device=x.device)
+    rows = (torch.arange(h, device=x.device) + shift[:, :1]).clamp(0, h - 1)
+    cols = (torch.arange(w, device=x.device) + shift[:, 1:]).clamp(0, w - 1)
+    x = x.gather(2, rows[:, None, :, None].expand(n, c, h, w))
+    return x.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class RunLogger:
+    """The output contract: runs/{run_name}/args.json, metrics.jsonl (one JSON object per logged point, keyed by
+    global_step) and final.json (written last and atomically: its presence means the run finished), mirrored
+    to wandb under --track."""
+
+    def __init__(self, args, run_name: str, algo: str):
+        self.dir = Path(args.runs_dir) / run_name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.header = {"algo": algo, "run_name": run_name, "code_version": code_version()}
+        (self.dir / "args.json").write_text(json.dumps({**vars(args), **self.header}, indent=2, default=str))
+        self.metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
+                                    mode=args.wandb_mode, name=run_name, config={**vars(args), **self.header},
+                                    dir=str(self.dir))
+
+    def log(self, step: int, **metrics: float) -> None:
+        self.metrics.write(json.dumps({"global_step": step, "time": time.time(), **metrics}) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def finish(self, final: dict) -> Path:
+        path = self.dir / "final.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({**final, **self.header}, indent=2))
+        os.replace(tmp, path)
+        if self.wandb is not None:
+            self.wandb.summary.update({k: v for k, v in final.items() if not isinstance(v, list)})
+            self.wandb.finish()
+        self.metrics.close()
+        return path
+
+
+class Progress:
+    """A compact progress line (steps, SPS, recent return, ETA), printed at logging intervals only."""
+
+    def __init__(self, total: int, start_step: int = 0):
+        self.total, self.t0, self.s0 = total, time.time(), start_step
+
+    def line(self, step: int, recent_return: float | None) -> str:
+        sps = (step - self.s0) / max(time.time() - self.t0, 1e-9)
+        eta = (self.total - step) / max(sps, 1e-9)
+        ret = "n/a" if recent_return is None else f"{recent_return:.1f}"
+        return f"step {step}/{self.total} | SPS {sps:.0f} | return {ret} | ETA {eta / 60:.1f} min"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Atari environment and scores (spec §2.3, §3)
+
+
+def atari_games() -> list[str]:
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    suffix = "NoFrameskip-v4"
+    return sorted(k[: -len(suffix)] for k in gym.registry if k.endswith(suffix) and "-ram" not in k)
+
+
+def resolve_env_id(env_id: str) -> str:
+    """`Breakout` or `BreakoutNoFrameskip-v4` -> `BreakoutNoFrameskip-v4`; anything else is a one-line error."""
+    game = env_id.removesuffix("NoFrameskip-v4")
+    games = atari_games()
+    if game not in games:
+        raise SystemExit(f"error: unknown Atari game {env_id!r}; valid names: {', '.join(games)}")
+    return f"{game}NoFrameskip-v4"
+
+
+def make_env(env_id: str, seed: int, noop_max: int = 30, max_episode_frames: int = 108_000,
+             video_dir: str | None = None):
+    """<Game>NoFrameskip-v4, no sticky actions, minimal action set, frame skip 4 with a max-pool over the last two
+    frames, grayscale 84x84 (cv2 INTER_AREA), up to `noop_max` no-ops at reset. The frame stack is kept by the agent
+    (FrameStack below), and the game is not reset on a life loss (spec §2.3)."""
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    env = gym.make(env_id, repeat_action_probability=0.0, full_action_space=False,
+                   max_num_frames_per_episode=max_episode_frames,
+                   render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: episode == 0,
+                                       disable_logger=True)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=4, screen_size=84,
+                                          terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
+    env.action_space.seed(seed)
+    return env
+
+
+def human_random_scores() -> dict[str, tuple[float, float]]:
+    """Standard human/random reference scores (spec §3), shipped in reference/atari_100k_scores.csv."""
+    with open(HERE / "reference" / "atari_100k_scores.csv") as f:
+        return {row["game"]: (float(row["random"]), float(row["human"])) for row in csv.DictReader(f)}
+
+
+def human_normalized_score(game: str, score: float) -> float | None:
+    table = human_random_scores()
+    if game not in table:
+        return None
+    rand, human = table[game]
+    return (score - rand) / (human - rand)
+
+
+class FrameStack:
+    """The agent's 4-frame state. It restarts from zeros at every new game and every life loss (dopamine's
+    reset_one, spec §2.3), exactly as the replay buffer pads stacks at a segment start."""
+
+    def __init__(self, n: int, device: torch.device):
+        self.frames = torch.zeros((n, 84, 84), dtype=torch.uint8, device=device)
+
+    def reset(self, frame: np.ndarray) -> torch.Tensor:
+        self.frames.zero_()
+        return self.push(frame)
+
+    def push(self, frame: np.ndarray) -> torch.Tensor:
+        self.frames = torch.roll(self.frames, -1, 0)
+        self.frames[-1] = torch.as_tensor(frame, device=self.frames.device)
+        return self.frames
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Network, replay buffer, update
+
+
+class QNetwork(nn.Module):
+    """Nature CNN (32-8x8/4, 64-4x4/2, 64-3x3/1) -> one shared 512-unit layer -> dueling heads
+    Q = V + A - mean(A); xavier-uniform weights and zero biases as in dopamine's network (spec §2.3)."""
+
+    def __init__(self, n_actions: int, frame_stack: int = 4, padding: str = "valid"):
+        super().__init__()
+        pads = (0, 0, 0) if padding == "valid" else (2, 1, 1)
+        self.convs = nn.Sequential(
+            nn.Conv2d(frame_stack, 32, 8, stride=4, padding=pads[0]), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=pads[1]), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1, padding=pads[2]), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            n_flat = self.convs(torch.zeros(1, frame_stack, 84, 84)).shape[1]
+        self.hidden = nn.Sequential(nn.Linear(n_flat, 512), nn.ReLU())
+        self.advantage = nn.Linear(512, n_actions)
+        self.value = nn.Linear(512, 1)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.hidden(self.convs(x.float() / 255.0))
+        adv = self.advantage(h)
+        return self.value(h) + adv - adv.mean(dim=1, keepdim=True)
+
+
+def linear_schedule(step: int, learning_starts: int, decay_steps: int, start_e: float, end_e: float) -> float:
+    """Dopamine's linearly_decaying_epsilon: start_e until learning starts, then linear to end_e over decay_steps."""
+    if step < learning_starts:
+        return start_e
+    return max(end_e, start_e - (start_e - end_e) * (step - learning_starts) / decay_steps)
+
+
+class ReplayBuffer:
+    """Frame-once n-step replay on the training device.
+
+    Row i holds the newest 84x84 frame of state s_i, the action a_i, the clipped reward r_i and whether the
+    transition ended a segment as terminal (life loss or game over: terminal for the learner only). `first[i]`
+    marks the first row of a segment: stack positions before it are zero, never frames of the previous life or
+    game. A game cut by the frame limit (truncation) gets one extra row holding its last frame, with no action,
+    so windows that reach the cut bootstrap from the true last state. Stacks, n-step returns and bootstrap
+    discounts are assembled at sample time with tensor ops. 100k transitions take 100k * 7056 B = 0.71 GB."""
+
+    def __init__(self, capacity: int, n_step: int, gamma: float, frame_stack: int, device: torch.device):
+        self.capacity, self.n_step, self.gamma, self.stack, self.device = capacity, n_step, gamma, frame_stack, device
+        self.frames = torch.zeros((capacity, 84, 84), dtype=torch.uint8, device=device)
+        self.actions = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.rewards = torch.zeros(capacity, dtype=torch.float32, device=device)
+        self.terminals = torch.zeros(capacity, dtype=torch.bool, device=device)
+        self.first = torch.zeros(capacity, dtype=torch.bool, device=device)
+        self.has_action = torch.zeros(capacity, dtype=torch.bool, device=device)
+        self.count = 0  # rows ever written; row r lives at r % capacity
+        self.final_rows: list[int] = []  # absolute rows without an action (truncations), excluded from sampling
+        self._final_tensor = torch.zeros(0, dtype=torch.long, device=device)
+        self.discounts = gamma ** torch.arange(n_step + 1, dtype=torch.float32, device=device)
+
+    def _write(self, frame, action: int, reward: float, terminal: bool, first: bool, has_action: bool) -> None:
+        i = self.count % self.capacity
+        self.frames[i] = torch.as_tensor(frame, device=self.device)
+        self.actions[i], self.rewards[i] = action, reward
+        self.terminals[i], self.first[i], self.has_action[i] = terminal, first, has_action
+        self.count += 1
+
+    def add(self, frame, action: int, reward: float, terminal: bool, first: bool) -> None:
+        self._write(frame, action, reward, terminal, first, True)
+
+    def add_final(self, frame) -> None:
+        self.final_rows.append(self.count)
+        self._write(frame, 0, 0.0, False, False, False)
+
+    def sample_range(self) -> tuple[int, int]:
+        """Absolute rows [lo, hi] that may start a transition: the n-step window (and the bootstrap row) is already
+        written, and the stack's older frames are not yet overwritten."""
+        return max(0, self.count - self.capacity + self.stack - 1), self.count - 1 - self.n_step
+
+    def num_samplable(self) -> int:
+        lo, hi = self.sample_range()
+        return max(0, hi - lo + 1 - sum(lo <= r <= hi for r in self.final_rows))
+
+    def stacks(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B,) absolute rows -> (B, stack, 84, 84) states, zero before the segment's first row."""
+        offsets = torch.arange(-self.stack + 1, 1, device=self.device)
+        window = (rows[:, None] + offsets) % self.capacity
+        # position j is zeroed when any later position in the window starts a segment
+        later_first = self.first[window[:, 1:]].flip(1).cummax(1).values.flip(1)
+        keep = torch.cat([~later_first, torch.ones_like(later_first[:, :1])], dim=1)
+        return self.frames[window] * keep[:, :, None, None]
+
+    def sample_rows(self, batch_size: int) -> torch.Tensor:
+        """Uniform over samplable rows, skipping truncation rows exactly (searchsorted over their sorted positions)."""
+        lo, hi = self.sample_range()
+        self.final_rows = [r for r in self.final_rows if r >= lo]
+        finals = [r for r in self.final_rows if r <= hi]
+        if len(finals) != len(self._final_tensor):
+            self._final_tensor = torch.tensor(finals, dtype=torch.long, device=self.device)
+        n = hi - lo + 1 - len(finals)
+        if n <= 0:
+            raise RuntimeError("the replay buffer holds no complete n-step transition yet")
+        v = torch.randint(0, n, (batch_size,), device=self.device)
+        if len(finals):
+            skipped = self._final_tensor - lo - torch.arange(len(finals), device=self.device)
+            v = v + torch.searchsorted(skipped, v, right=True)
+        return lo + v
+
+    def sample(self, batch_size: int, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """obs, action, n-step return G = sum_k gamma^k r_{t+k} (stopping at a segment end), the bootstrap
+        discount gamma^L (0 after a terminal) and the state s_{t+L} it multiplies."""
+        if rows is None:
+            rows = self.sample_rows(batch_size)
+        steps = rows[:, None] + torch.arange(self.n_step, device=self.device)
+        idx = steps % self.capacity
+        # a window ends after step j at a terminal, or before a truncation row (which has no action)
+        ends = self.terminals[idx] | ~self.has_action[(steps + 1) % self.capacity]
+        ended_before = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], dim=1).cummax(1).values
+        included = (~ended_before).float()
+        returns = (included * self.discounts[: self.n_step] * self.rewards[idx]).sum(1)
+        length = included.sum(1).long()
+        last = idx.gather(1, (length - 1)[:, None]).squeeze(1)
+        discount = self.discounts[length] * (~self.terminals[last]).float()
+        return {"obs": self.stacks(rows), "actions": self.actions[rows % self.capacity], "returns": returns,
+                "discounts": discount, "next_obs": self.stacks(rows + length)}
+
+
+def augment(x: torch.Tensor, copies: int, pad: int, intensity_scale: float) -> torch.Tensor:
+    """`copies` independent random shifts of every sample (copy-major: rows c*B..c*B+B-1 are copy c), then optional
+    multiplicative intensity noise per sample (dopamine's drq_image_augmentation, spec §2.3)."""
+    x = random_shift(x.repeat(copies, 1, 1, 1), pad)
+    if intensity_scale > 0:
+        noise = 1.0 + intensity_scale * torch.randn(x.shape[0], 1, 1, 1, device=x.device).clamp(-2.0, 2.0)
+        x = x.float() * noise
+    return x
+
+
+def td_loss(q_network: QNetwork, target_network: QNetwork, batch: dict[str, torch.Tensor],
+            args: Args) -> tuple[torch.Tensor, torch.Tensor]:
+    """Huber loss of Q(s, a) against the double-DQN n-step target G + gamma^L Q_target(s', argmax_a Q(s', a)).
+    DrQ: the target is averaged over K shifted copies of s', the loss over M shifted copies of s; all K (and all M)
+    copies go through the network as one batch."""
+    b = batch["actions"].shape[0]
+    with torch.no_grad():
+        next_obs = augment(batch["next_obs"], args.k, args.image_pad, args.intensity_scale)
+        next_actions = q_network(next_obs).argmax(dim=1, keepdim=True)
+        next_q = target_network(next_obs).gather(1, next_actions).view(args.k, b).mean(0)
+        target = batch["returns"] + batch["discounts"] * next_q
+    obs = augment(batch["obs"], args.m, args.image_pad, args.intensity_scale)
+    q = q_network(obs).gather(1, batch["actions"].repeat(args.m)[:, None]).squeeze(1)
+    return F.smooth_l1_loss(q, target.repeat(args.m)), q
+
+
+def update(q_network: QNetwork, target_network: QNetwork, optimizer: torch.optim.Optimizer,
+           batch: dict[str, torch.Tensor], args: Args) -> tuple[torch.Tensor, torch.Tensor]:
+    loss, q = td_loss(q_network, target_network, batch, args)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if args.max_grad_norm > 0:
+        nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
+    optimizer.step()
+    return loss.detach(), q.detach().mean()
+
+
+@torch.no_grad()
+def sync_target(target_network: QNetwork, q_network: QNetwork) -> None:
+    torch._foreach_copy_(list(target_network.parameters()), list(q_network.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation (spec §2.2, §6 item 9)
+
+
+def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_steps: int, epsilon: float,
+             device: torch.device, noop_max: int = 30, max_episode_frames: int = 108_000,
+             video_dir: str | None = None) -> tuple[list[float], int]:
+    """Plays complete games (all lives, until game over or the frame limit) with an epsilon-greedy policy on raw
+    frames and returns their undiscounted, unclipped scores and the agent steps used. With min_steps > 0 it plays
+    complete games until at least min_steps agent steps are done (dopamine's step-based protocol), else `episodes`
+    games. A life loss restarts the agent's frame stack (as in training) but not the game."""
+    env = make_env(env_id, seed, noop_max, max_episode_frames, video_dir)
+    rng = np.random.default_rng(seed)
+    stack = FrameStack(4, device)
+    returns, steps = [], 0
+    frame, info = env.reset(seed=seed)
+    state, lives, score = stack.reset(frame), info["lives"], 0.0
+    q_network.eval()
+    while (steps < min_steps) if min_steps > 0 else (len(returns) < episodes):
+        if rng.random() < epsilon:
+            action = int(rng.integers(env.action_space.n))
+        else:
+            with torch.no_grad():
+                action = int(q_network(state[None]).argmax(1).item())
+        frame, reward, terminated, truncated, info = env.step(action)
+        score += float(reward)
+        steps += 1
+        if terminated or truncated:
+            returns.append(score)
+            frame, info = env.reset()
+            state, lives, score = stack.reset(frame), info["lives"], 0.0
+        elif info["lives"] < lives:
+            state, lives = stack.reset(frame), info["lives"]
+        else:
+            state = stack.push(frame)
+    q_network.train()
+    env.close()
+    return returns, steps
+
+
+def validate(args: Args) -> None:
+    """One-line errors for flag values that would otherwise fail deep inside training."""
+    if args.k < 1 or args.m < 1:
+        raise SystemExit(f"error: --k and --m must be >= 1 (got k={args.k}, m={args.m})")
+    if args.batch_size < 1 or args.batch_size > args.buffer_size:
+        raise SystemExit(f"error: --batch-size {args.batch_size} must be between 1 and --buffer-size {args.buffer_size}")
+    if args.n_step < 1:
+        raise SystemExit(f"error: --n-step must be >= 1 (got {args.n_step})")
+    if args.learning_starts <= args.n_step:
+        raise SystemExit(f"error: --learning-starts ({args.learning_starts}) must exceed --n-step ({args.n_step}) "
+                         "so that a complete n-step transition exists when updates begin")
+    if args.buffer_size <= args.n_step + 4:
+        raise SystemExit(f"error: --buffer-size {args.buffer_size} cannot hold an n-step transition")
+    if not 0.0 <= args.eval_epsilon <= 1.0 or not 0.0 <= args.end_e <= 1.0:
+        raise SystemExit("error: --eval-epsilon and --end-e must lie in [0, 1]")
+    if args.eval_episodes < 1 and args.eval_steps < 1:
+        raise SystemExit("error: set --eval-episodes >= 1 or --eval-steps >= 1")
+    if args.eval_checkpoint and not Path(args.eval_checkpoint).is_file():
+        raise SystemExit(f"error: checkpoint {args.eval_checkpoint!r} does not exist")
+
+
+def final_evaluation(q_network, args, env_id, device, logger, trained_steps, start_time) -> dict:
+    video_dir = str(logger.dir / "videos") if args.capture_video else None
+    returns, steps = evaluate(q_network, env_id, args.seed + 10_000, args.eval_episodes, args.eval_steps,
+                              args.eval_epsilon, device, args.noop_max, args.max_episode_frames, video_dir)
+    mean_return = float(np.mean(returns)) if returns else float("nan")
+    final = {"env_id": env_id, "algo": args.exp_name, "seed": args.seed, "total_timesteps": trained_steps,
+             "eval_episodes": len(returns), "eval_steps": steps, "eval_epsilon": args.eval_epsilon,
+             "end_e": args.end_e, "k": args.k, "m": args.m, "mean_return": mean_return,
+             "std_return": float(np.std(returns)) if returns else float("nan"), "returns": returns,
+             "hns": human_normalized_score(env_id.removesuffix("NoFrameskip-v4"), mean_return),
+             "wall_time_s": time.time() - start_time}
+    if args.eval_checkpoint:
+        final["evaluated_checkpoint"] = str(args.eval_checkpoint)
+    path = logger.finish(final)
+    print(f"final evaluation: {len(returns)} games, mean return {mean_return:.1f}, HNS {final['hns']} -> {path}")
+    return final
+
+
+def main(args: Args) -> dict:
+    validate(args)
+    env_id = resolve_env_id(args.env_id)
+    device = get_device(args.cuda)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    run_name = f"{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    start_time = time.time()
+    env = make_env(env_id, args.seed, args.noop_max, args.max_episode_frames)
+    q_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
+
+    if args.eval_checkpoint:
+        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=False)
+        if checkpoint.get("env_id") != env_id:
+            raise SystemExit(f"error: checkpoint was trained on {checkpoint.get('env_id')}, not {env_id}")
+        q_network = QNetwork(env.action_space.n, padding=checkpoint["args"]["conv_padding"]).to(device)
+        q_network.load_state_dict(checkpoint["q_network"])
+        logger = RunLogger(args, run_name, args.exp_name)
+        return final_evaluation(q_network, args, env_id, device, logger, checkpoint["trained_steps"], start_time)
+
+    logger = RunLogger(args, run_name, args.exp_name)
+    target_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    target_network.requires_grad_(False)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    rb = ReplayBuffer(args.buffer_size, args.n_step, args.gamma, 4, device)
+    stack = FrameStack(4, device)
+    rng = np.random.default_rng(args.seed)
+    progress = Progress(args.total_timesteps)
+
+    frame, info = env.reset(seed=args.seed)
+    state, lives, first = stack.reset(frame), info["lives"], True
+    score, length, recent = 0.0, 0, []
+    loss = q_mean = None
+    for global_step in range(args.total_timesteps):
+        epsilon = linear_schedule(global_step, args.learning_starts, args.exploration_steps, args.start_e, args.end_e)
+        if rng.random() < epsilon:
+            action = int(rng.integers(env.action_space.n))
+        else:
+            with torch.no_grad():
+                action = int(q_network(state[None]).argmax(1).item())
+        next_frame, reward, terminated, truncated, info = env.step(action)
+        score, length = score + float(reward), length + 1
+        life_lost = info["lives"] < lives
+        # rewards are clipped for learning only; a life loss is terminal for the learner only (spec §6 item 9)
+        rb.add(frame, action, float(np.clip(reward, -1.0, 1.0)), terminated or life_lost, first)
+        if truncated and not (terminated or life_lost):
+            rb.add_final(next_frame)
+
+        if terminated or truncated:
+            logger.log(global_step, **{"charts/episodic_return": score, "charts/episodic_length": length})
+            recent = (recent + [score])[-10:]
+            next_frame, info = env.reset()
+            state, score, length, first = stack.reset(next_frame), 0.0, 0, True
+        elif life_lost:
+            state, first = stack.reset(next_frame), True
+        else:
+            state, first = stack.push(next_frame), False
+        frame, lives = next_frame, info["lives"]
+
+        if global_step >= args.learning_starts and global_step % args.train_frequency == 0:
+            loss, q_mean = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args)
+            if global_step % args.target_network_frequency == 0:
+                sync_target(target_network, q_network)
+
+        if (global_step + 1) % args.log_interval == 0:
+            metrics = {"charts/epsilon": epsilon, "charts/SPS": (global_step + 1) / (time.time() - start_time)}
+            if loss is not None:
+                metrics.update({"losses/td_loss": loss.item(), "losses/q_values": q_mean.item()})
+            logger.log(global_step + 1, **metrics)
+            print(progress.line(global_step + 1, float(np.mean(recent)) if recent else None), flush=True)
+    env.close()
+
+    if args.save_model:
+        path = logger.dir / "model.pt"
+        torch.save({"q_network": q_network.state_dict(), "env_id": env_id, "args": vars(args),
+                    "trained_steps": args.total_timesteps}, path)
+        print(f"model saved to {path}")
+    return final_evaluation(q_network, args, env_id, device, logger, args.total_timesteps, start_time)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,386 @@
+"""Atari 100k scripts (nddqn_atari.py, drq_dqn.py): each test checks behaviour against an independent computation."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import drq_dqn
+import nddqn_atari
+
+ROOT = Path(__file__).resolve().parents[1]
+GAMMA = 0.99
+
+
+# ------------------------------------------------------------------------------------------------ replay buffer
+def make_trajectory(rng: np.random.Generator, steps: int):
+    """A raw trajectory with games, life losses and frame-limit truncations, as the training loop produces it:
+    a list of rows (frame, action, reward, terminal, first, is_final)."""
+    rows, first = [], True
+    for t in range(steps):
+        frame = rng.integers(0, 256, (84, 84), dtype=np.uint8)
+        event = rng.random()
+        terminal, truncated = event < 0.06, 0.06 <= event < 0.09
+        rows.append((frame, int(rng.integers(4)), float(rng.integers(-1, 2)), terminal, first, False))
+        if truncated:
+            rows.append((rng.integers(0, 256, (84, 84), dtype=np.uint8), 0, 0.0, False, False, True))
+        first = terminal or truncated
+    return rows
+
+
+def brute_force(rows, t: int, n: int, stack: int = 4):
+    """n-step return, bootstrap discount and both stacks for the transition starting at absolute row t,
+    by walking the raw trajectory one step at a time."""
+
+    def state(r):
+        frames, k = [], r
+        while len(frames) < stack:
+            frames.append(rows[k][0])
+            if rows[k][4] or k == 0:  # segment start: the older positions are zero
+                break
+            k -= 1
+        frames += [np.zeros((84, 84), np.uint8)] * (stack - len(frames))
+        return np.stack(frames[::-1])
+
+    ret, k = 0.0, 0
+    while True:
+        ret += GAMMA**k * rows[t + k][2]
+        if rows[t + k][3]:  # terminal: no bootstrap
+            return ret, 0.0, state(t), None, "terminal"
+        if rows[t + k + 1][5]:  # truncation: bootstrap from the game's last frame
+            return ret, GAMMA ** (k + 1), state(t), state(t + k + 1), "truncation"
+        k += 1
+        if k == n:
+            return ret, GAMMA**n, state(t), state(t + n), "full"
+
+
+@pytest.mark.parametrize("capacity", [10_000, 157])  # 157 < trajectory length: the circular buffer wraps
+def test_nstep_sample_matches_brute_force(capacity):
+    rng = np.random.default_rng(0)
+    rows = make_trajectory(rng, 400)
+    n = 10
+    rb = drq_dqn.ReplayBuffer(capacity, n, GAMMA, 4, torch.device("cpu"))
+    for frame, action, reward, terminal, first, is_final in rows:
+        rb.add_final(frame) if is_final else rb.add(frame, action, reward, terminal, first)
+    lo, hi = rb.sample_range()
+    candidates = [t for t in range(lo, hi + 1) if not rows[t][5]]
+    assert rb.num_samplable() == len(candidates)
+    batch = rb.sample(0, rows=torch.tensor(candidates))
+    kinds = []
+    for i, t in enumerate(candidates):
+        ret, discount, obs, next_obs, kind = brute_force(rows, t, n)
+        assert batch["returns"][i].item() == pytest.approx(ret, rel=1e-5, abs=1e-5)
+        assert batch["discounts"][i].item() == pytest.approx(discount, rel=1e-6)
+        assert batch["actions"][i].item() == rows[t][1]
+        assert np.array_equal(batch["obs"][i].numpy(), obs)
+        if next_obs is not None:  # after a terminal the next state is irrelevant (discount 0)
+            assert np.array_equal(batch["next_obs"][i].numpy(), next_obs)
+        kinds.append(kind)
+    # the trajectory exercised every way a window can end, and zero-padded stacks
+    assert min(kinds.count(kind) for kind in ("terminal", "truncation", "full")) > 3
+    assert (batch["obs"][:, 0] == 0).all(dim=(1, 2)).sum() > 10
+
+
+def test_sampling_is_uniform_over_complete_transitions_and_skips_truncation_rows():
+    rng = np.random.default_rng(1)
+    rows = make_trajectory(rng, 300)
+    rb = drq_dqn.ReplayBuffer(120, 10, GAMMA, 4, torch.device("cpu"))
+    for frame, action, reward, terminal, first, is_final in rows:
+        rb.add_final(frame) if is_final else rb.add(frame, action, reward, terminal, first)
+    lo, hi = rb.sample_range()
+    assert hi == len(rows) - 1 - 10  # the newest 10 rows cannot start a complete window
+    assert lo == len(rows) - 120 + 3  # the oldest rows' stacks reach overwritten frames
+    torch.manual_seed(0)
+    drawn = rb.sample_rows(200_000).numpy()
+    expected = {t for t in range(lo, hi + 1) if not rows[t][5]}
+    assert set(np.unique(drawn)) == expected
+    counts = np.bincount(drawn - lo)[[t - lo for t in sorted(expected)]]
+    assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
+
+
+def test_buffer_memory_within_budget():
+    rb = nddqn_atari.ReplayBuffer(100_000, 10, GAMMA, 4, torch.device("cpu"))
+    nbytes = sum(t.numel() * t.element_size() for t in vars(rb).values() if isinstance(t, torch.Tensor))
+    assert nbytes <= 0.75e9
+
+
+def test_frame_stack_matches_buffer_stacks():
+    """What the agent acts on equals what the buffer returns for the same steps, across a segment restart."""
+    rng = np.random.default_rng(2)
+    stack = drq_dqn.FrameStack(4, torch.device("cpu"))
+    rb = drq_dqn.ReplayBuffer(100, 1, GAMMA, 4, torch.device("cpu"))
+    states = []
+    for t in range(12):
+        frame = rng.integers(0, 256, (84, 84), dtype=np.uint8)
+        first = t in (0, 6)
+        states.append((stack.reset(frame) if first else stack.push(frame)).clone())
+        rb.add(frame, 0, 0.0, t == 5, first)
+    got = rb.stacks(torch.arange(11))
+    for t in range(11):
+        assert torch.equal(got[t], states[t])
+
+
+# ------------------------------------------------------------------------------------------------ networks and loss
+def test_dueling_head_subtracts_mean_advantage():
+    torch.manual_seed(0)
+    net = nddqn_atari.QNetwork(6)
+    x = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    h = net.hidden(net.convs(x.float() / 255.0))
+    adv, value = net.advantage(h), net.value(h)
+    expected = value + adv - adv.mean(1, keepdim=True)
+    assert torch.allclose(net(x), expected, atol=1e-6)
+    assert torch.allclose(net(x).mean(1, keepdim=True), value, atol=1e-5)
+    assert not torch.allclose(net(x), value + adv, atol=1e-3)
+
+
+@pytest.mark.parametrize("module", [nddqn_atari, drq_dqn])
+def test_double_dqn_target_selects_online_evaluates_target(module):
+    torch.manual_seed(0)
+    online, target = module.QNetwork(4), module.QNetwork(4)
+    with torch.no_grad():  # make the two networks prefer different actions, so selection matters
+        online.advantage.bias.copy_(torch.tensor([3.0, 0.0, 0.0, 0.0]))
+        target.advantage.bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
+    b = 8
+    batch = {"obs": torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8),
+             "next_obs": torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8),
+             "actions": torch.randint(0, 4, (b,)), "returns": torch.randn(b),
+             "discounts": torch.tensor([GAMMA**10] * (b - 2) + [0.0, GAMMA**3])}
+    args = module.Args(image_pad=0) if module is drq_dqn else module.Args()  # pad 0: no shift, exact comparison
+    loss, q = module.td_loss(online, target, batch, args)
+    with torch.no_grad():
+        q_next_online, q_next_target = online(batch["next_obs"]), target(batch["next_obs"])
+        double = q_next_target[torch.arange(b), q_next_online.argmax(1)]
+        wrong = q_next_target.max(1).values  # vanilla DQN: select with the target network
+    q_expected = online(batch["obs"])[torch.arange(b), batch["actions"]]
+    expected = F.smooth_l1_loss(q_expected, batch["returns"] + batch["discounts"] * double)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(q, q_expected.detach(), atol=1e-6)
+    vanilla = F.smooth_l1_loss(q_expected, batch["returns"] + batch["discounts"] * wrong)
+    assert abs(loss.item() - vanilla.item()) > 0.1
+
+
+def test_drq_target_and_loss_average_k_and_m_shifted_copies():
+    torch.manual_seed(0)
+    online, target = drq_dqn.QNetwork(3), drq_dqn.QNetwork(3)
+    b, k, m = 4, 3, 2
+    batch = {"obs": torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8),
+             "next_obs": torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8),
+             "actions": torch.randint(0, 3, (b,)), "returns": torch.randn(b), "discounts": torch.full((b,), 0.9)}
+    args = drq_dqn.Args(k=k, m=m)
+    torch.manual_seed(5)
+    loss, _ = drq_dqn.td_loss(online, target, batch, args)
+    # the same random draws, consumed in the same order, copy by copy
+    torch.manual_seed(5)
+    next_aug = drq_dqn.random_shift(batch["next_obs"].repeat(k, 1, 1, 1), 4).view(k, b, 4, 84, 84)
+    obs_aug = drq_dqn.random_shift(batch["obs"].repeat(m, 1, 1, 1), 4).view(m, b, 4, 84, 84)
+    with torch.no_grad():
+        targets = []
+        for c in range(k):
+            a_star = online(next_aug[c]).argmax(1)
+            targets.append(batch["returns"] + 0.9 * target(next_aug[c])[torch.arange(b), a_star])
+        y = torch.stack(targets).mean(0)
+    losses = [F.smooth_l1_loss(online(obs_aug[c])[torch.arange(b), batch["actions"]], y) for c in range(m)]
+    assert loss.item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ augmentation
+def edge_shift(sample: np.ndarray, dy: int, dx: int, pad: int = 4) -> np.ndarray:
+    padded = np.pad(sample, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    h, w = sample.shape[1:]
+    return padded[:, pad + dy: pad + dy + h, pad + dx: pad + dx + w]
+
+
+def test_random_shift_is_an_exact_edge_replicated_translation_per_sample():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8)
+    out = drq_dqn.random_shift(x, 4).numpy()
+    shifts = []
+    for i in range(64):
+        # the whole (4, 84, 84) sample must match one translation: all stacked frames share the shift
+        matches = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                   if np.array_equal(out[i], edge_shift(x[i].numpy(), dy, dx))]
+        assert len(matches) == 1
+        shifts.append(matches[0])
+    assert len(set(shifts)) > 20  # independent shifts across the batch, from 81 possible
+    assert {dy for dy, _ in shifts} == set(range(-4, 5))  # both ends of [-4, 4] are reachable
+
+
+def test_random_shift_zero_is_identity_and_given_shift_is_applied():
+    x = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    assert torch.equal(drq_dqn.random_shift(x, 4, torch.zeros(3, 2, dtype=torch.long)), x)
+    shift = torch.tensor([[4, -4], [-1, 2], [0, 3]])
+    out = drq_dqn.random_shift(x, 4, shift).numpy()
+    for i, (dy, dx) in enumerate(shift.tolist()):
+        assert np.array_equal(out[i], edge_shift(x[i].numpy(), dy, dx))
+
+
+def test_augment_copies_are_independent_and_intensity_is_per_sample():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    out = drq_dqn.augment(x, 2, 4, 0.0)
+    assert out.shape == (16, 4, 84, 84) and out.dtype == torch.uint8
+    assert not torch.equal(out[:8], out[8:])
+    x = x.clamp(min=1)  # no zero pixels, so the ratio below is defined everywhere
+    noisy = drq_dqn.augment(x, 1, 0, 0.05)  # pad 0: no shift, only intensity
+    per_sample = (noisy / x.float()).flatten(1)
+    assert torch.allclose(per_sample, per_sample[:, :1].expand_as(per_sample), atol=1e-5)
+    assert ((per_sample[:, 0] - 1).abs() <= 0.1 + 1e-6).all() and per_sample[:, 0].std() > 0
+
+
+# ------------------------------------------------------------------------------------------------ exploration
+@pytest.mark.parametrize("end_e,expected", [
+    (0.1, {0: 1.0, 1599: 1.0, 1600: 1.0, 4100: 0.55, 6600: 0.1, 50_000: 0.1}),
+    (0.01, {0: 1.0, 1599: 1.0, 1600: 1.0, 4100: 0.505, 6600: 0.01, 99_999: 0.01}),
+])
+def test_epsilon_schedule(end_e, expected):
+    for step, eps in expected.items():
+        assert drq_dqn.linear_schedule(step, 1600, 5000, 1.0, end_e) == pytest.approx(eps)
+
+
+# ------------------------------------------------------------------------------------------------ scores
+def test_hns_of_published_drq_gives_published_median():
+    with open(ROOT / "reference" / "atari_100k_scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 26
+    hns = [nddqn_atari.human_normalized_score(r["game"], float(r["drq_reported_final"])) for r in rows]
+    assert np.median(hns) == pytest.approx(0.284, abs=5e-4)  # spec §2.5: DrQ (ilya) median 0.284, mean 0.370
+    assert np.mean(hns) == pytest.approx(0.370, abs=5e-4)
+    assert nddqn_atari.human_normalized_score("Breakout", 30.5) == pytest.approx(1.0)
+    assert nddqn_atari.human_normalized_score("Tetris", 1.0) is None
+
+
+# ------------------------------------------------------------------------------------------------ environment protocol
+class LifeRecorder(gym.Wrapper):
+    """Counts ALE life losses and records the lives trace of every finished game, per environment instance."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.games, self.trace, self.life_losses = [], [], 0
+
+    def reset(self, **kwargs):
+        out = super().reset(**kwargs)
+        self.trace = [self.env.unwrapped.ale.lives()]
+        return out
+
+    def step(self, action):
+        out = super().step(action)
+        lives = self.env.unwrapped.ale.lives()
+        self.life_losses += lives < self.trace[-1]
+        self.trace.append(lives)
+        if out[2] or out[3]:
+            self.games.append(self.trace)
+        return out
+
+
+def recording(monkeypatch, module, name: str) -> list:
+    """Replace module.<name> by a factory that also keeps every object it builds."""
+    made, real = [], getattr(module, name)
+
+    def factory(*a, **k):
+        made.append(LifeRecorder(real(*a, **k)) if name == "make_env" else real(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(module, name, factory)
+    return made
+
+
+def test_evaluation_plays_complete_games_across_life_losses(monkeypatch):
+    envs = recording(monkeypatch, drq_dqn, "make_env")
+    returns, steps = drq_dqn.evaluate(drq_dqn.QNetwork(4), "BreakoutNoFrameskip-v4", 0, 3, 0, 1.0,
+                                      torch.device("cpu"))
+    (env,) = envs
+    assert len(returns) == len(env.games) == 3
+    for trace in env.games:
+        assert trace[0] == 5 and trace[-1] == 0  # one evaluation episode spans all five lives
+    assert steps == sum(len(trace) - 1 for trace in env.games)
+
+
+def test_step_based_evaluation_finishes_the_last_game(monkeypatch):
+    envs = recording(monkeypatch, nddqn_atari, "make_env")
+    returns, steps = nddqn_atari.evaluate(nddqn_atari.QNetwork(6), "PongNoFrameskip-v4", 0, 1, 1500, 1.0,
+                                          torch.device("cpu"))
+    (env,) = envs
+    assert steps >= 1500 and len(returns) == len(env.games)  # the game crossing 1500 steps is played to the end
+    assert steps - (len(env.games[-1]) - 1) < 1500
+
+
+def test_learner_sees_life_losses_as_terminals(monkeypatch, tmp_path):
+    envs = recording(monkeypatch, drq_dqn, "make_env")
+    buffers = recording(monkeypatch, drq_dqn, "ReplayBuffer")
+    args = drq_dqn.Args(env_id="Breakout", total_timesteps=700, learning_starts=650, log_interval=100,
+                        eval_episodes=1, runs_dir=str(tmp_path), cuda=False, batch_size=8)
+    drq_dqn.main(args)
+    train_env, rb = envs[0], buffers[0]
+    terminals = rb.terminals[: rb.count]
+    assert train_env.life_losses > len(train_env.games)  # more lives were lost than games ended
+    assert int(terminals.sum()) == train_env.life_losses  # ...and each loss is stored as a terminal
+    assert rb.first[1: rb.count][terminals[:-1]].all()  # the next row restarts the frame stack
+
+
+# ------------------------------------------------------------------------------------------------ scripts end to end
+def run_script(script: str, *flags: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(ROOT / script), *flags], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("script,extra", [("nddqn_atari.py", []), ("drq_dqn.py", ["--k", "2", "--m", "2"])])
+def test_smoke_trains_evaluates_saves_and_reloads(script, extra, tmp_path):
+    runs = tmp_path / "runs"
+    run_script(script, "--env-id", "Pong", "--total-timesteps", "400", "--learning-starts", "200",
+               "--log-interval", "100", "--eval-episodes", "1", "--batch-size", "16", "--no-cuda",
+               "--save-model", "--runs-dir", str(runs), *extra)
+    (run,) = runs.iterdir()
+    args = json.loads((run / "args.json").read_text())
+    assert args["env_id"] == "Pong" and args["algo"] == script[:-3]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("losses/td_loss" in m and m["global_step"] > 200 for m in metrics)  # updates really ran
+    final = json.loads((run / "final.json").read_text())
+    for key in ("env_id", "algo", "seed", "total_timesteps", "eval_episodes", "mean_return", "std_return",
+                "returns", "hns", "wall_time_s"):
+        assert key in final
+    assert final["env_id"] == "PongNoFrameskip-v4" and final["total_timesteps"] == 400
+    assert final["eval_episodes"] == len(final["returns"]) == 1
+    assert final["mean_return"] == pytest.approx(np.mean(final["returns"]))
+    assert -21 <= final["mean_return"] <= 21
+    assert final["hns"] == pytest.approx((final["mean_return"] + 20.7) / (14.6 + 20.7))
+
+    reloaded = tmp_path / "reloaded"
+    run_script(script, "--env-id", "Pong", "--eval-checkpoint", str(run / "model.pt"), "--eval-episodes", "1",
+               "--no-cuda", "--runs-dir", str(reloaded))
+    final2 = json.loads(next(reloaded.iterdir()).joinpath("final.json").read_text())
+    assert final2["evaluated_checkpoint"] == str(run / "model.pt") and final2["total_timesteps"] == 400
+    # same weights, same evaluation seed and epsilon draws: the same game
+    assert final2["returns"] == final["returns"]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--env-id", "Breakoutt"], "unknown Atari game 'Breakoutt'; valid names:"),
+    (["--k", "0"], "--k and --m must be >= 1"),
+    (["--batch-size", "64", "--buffer-size", "32"], "--batch-size 64 must be between 1 and --buffer-size 32"),
+    (["--eval-checkpoint", "/nonexistent/model.pt"], "checkpoint '/nonexistent/model.pt' does not exist"),
+    (["--cuda"], "--cuda was given but torch sees no CUDA device"),
+])
+def test_bad_input_fails_with_one_line(flags, message):
+    if "--cuda" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = run_script("drq_dqn.py", *flags, "--total-timesteps", "10", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: " + message)
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["nddqn_atari.py", "drq_dqn.py"])
+def test_help_lists_flags(script):
+    out = run_script(script, "--help").stdout
+    for flag in ("--env-id", "--total-timesteps", "--end-e", "--eval-epsilon", "--n-step", "--save-model"):
+        assert flag in out
+    assert ("--intensity-scale" in out) == (script == "drq_dqn.py")
