@@ -386,8 +386,11 @@ def td_loss(q_network: QNetwork, target_network: QNetwork, batch: dict[str, torc
     """Huber loss of Q(s, a) against the double-DQN n-step target G + gamma^L Q_target(s', argmax_a Q(s', a))."""
     with torch.no_grad():
         next_obs = batch["next_obs"]
-        next_actions = q_network(next_obs).argmax(dim=1, keepdim=True)
-        next_q = target_network(next_obs).gather(1, next_actions).squeeze(1)
+        next_q_online = q_network(next_obs)
+        # with a target synced every step the target network *is* the online one: skip the duplicate forward pass
+        next_q_target = next_q_online if target_network is q_network else target_network(next_obs)
+        next_actions = next_q_online.argmax(dim=1, keepdim=True)
+        next_q = next_q_target.gather(1, next_actions).squeeze(1)
         target = batch["returns"] + batch["discounts"] * next_q
     obs = batch["obs"]
     q = q_network(obs).gather(1, batch["actions"][:, None]).squeeze(1)
@@ -511,9 +514,13 @@ def main(args: Args) -> dict:
         return final_evaluation(q_network, args, env_id, device, logger, checkpoint["trained_steps"], start_time)
 
     logger = RunLogger(args, run_name, args.exp_name)
-    target_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
-    target_network.load_state_dict(q_network.state_dict())
-    target_network.requires_grad_(False)
+    # target_network_frequency 1 (spec §2.3) syncs after every update, so the target used by the next update equals
+    # the online network: use the online network itself rather than a copy that always matches it
+    target_network = q_network
+    if args.target_network_frequency > 1:
+        target_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
+        target_network.load_state_dict(q_network.state_dict())
+        target_network.requires_grad_(False)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     rb = ReplayBuffer(args.buffer_size, args.n_step, args.gamma, 4, device)
     stack = FrameStack(4, device)
@@ -552,7 +559,7 @@ def main(args: Args) -> dict:
 
         if global_step >= args.learning_starts and global_step % args.train_frequency == 0:
             loss, q_mean = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args)
-            if global_step % args.target_network_frequency == 0:
+            if target_network is not q_network and global_step % args.target_network_frequency == 0:
                 sync_target(target_network, q_network)
 
         if (global_step + 1) % args.log_interval == 0:

@@ -165,6 +165,22 @@ def test_double_dqn_target_selects_online_evaluates_target(module):
     assert abs(loss.item() - vanilla.item()) > 0.1
 
 
+def test_target_synced_every_step_equals_using_the_online_network():
+    """main() passes the online network as its own target when target_network_frequency == 1 (one forward pass
+    fewer); the loss must equal the one computed with a separate, freshly synced copy."""
+    torch.manual_seed(0)
+    online = nddqn_atari.QNetwork(4)
+    synced = nddqn_atari.QNetwork(4)
+    nddqn_atari.sync_target(synced, online)
+    b = 6
+    batch = {"obs": torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8),
+             "next_obs": torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8),
+             "actions": torch.randint(0, 4, (b,)), "returns": torch.randn(b), "discounts": torch.full((b,), 0.9)}
+    shared, _ = nddqn_atari.td_loss(online, online, batch, nddqn_atari.Args())
+    separate, _ = nddqn_atari.td_loss(online, synced, batch, nddqn_atari.Args())
+    assert shared.item() == pytest.approx(separate.item(), rel=1e-6)
+
+
 def test_drq_target_and_loss_average_k_and_m_shifted_copies():
     torch.manual_seed(0)
     online, target = drq_dqn.QNetwork(3), drq_dqn.QNetwork(3)
