@@ -7,6 +7,7 @@ shows exactly what DrQ adds to the baseline.
     python drq_dqn.py --env-id Breakout --seed 1                                   # DrQ as published
     python drq_dqn.py --env-id Breakout --end-e 0.01 --eval-epsilon 0.001 --intensity-scale 0.05   # DrQ(eps)
 """
+import copy
 import csv
 import json
 import os
@@ -446,6 +447,14 @@ def update(q_network: QNetwork, target_network: QNetwork, optimizer: torch.optim
     return loss.detach(), q.detach().mean()
 
 
+def make_target_network(q_network: QNetwork, args: Args) -> QNetwork:
+    """target_network_frequency 1 (spec §2.3) syncs after every update, so the target that the next update uses
+    equals the online network: return the online network itself rather than a copy that always matches it."""
+    if args.target_network_frequency == 1:
+        return q_network
+    return copy.deepcopy(q_network).requires_grad_(False)
+
+
 @torch.no_grad()
 def sync_target(target_network: QNetwork, q_network: QNetwork) -> None:
     torch._foreach_copy_(list(target_network.parameters()), list(q_network.parameters()))
@@ -554,13 +563,7 @@ def main(args: Args) -> dict:
         return final_evaluation(q_network, args, env_id, device, logger, checkpoint["trained_steps"], start_time)
 
     logger = RunLogger(args, run_name, args.exp_name)
-    # target_network_frequency 1 (spec §2.3) syncs after every update, so the target used by the next update equals
-    # the online network: use the online network itself rather than a copy that always matches it
-    target_network = q_network
-    if args.target_network_frequency > 1:
-        target_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
-        target_network.load_state_dict(q_network.state_dict())
-        target_network.requires_grad_(False)
+    target_network = make_target_network(q_network, args)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     rb = ReplayBuffer(args.buffer_size, args.n_step, args.gamma, 4, device)
     stack = FrameStack(4, device)
