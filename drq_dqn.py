@@ -1,7 +1,7 @@
 """DrQ on Atari 100k: n-step double dueling DQN ("Efficient DQN") with random-shift image augmentation.
 
 Reproduces the Atari half of Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021).
-Every constant follows ../shared/spec/ALGORITHMS.md (cited as "spec §x"); `diff nddqn_atari.py drq_dqn.py`
+Every constant follows spec/ALGORITHMS.md (cited as "spec §x"); `diff nddqn_atari.py drq_dqn.py`
 shows exactly what DrQ adds to the baseline.
 
     python drq_dqn.py --env-id Breakout --seed 1                                   # DrQ as published

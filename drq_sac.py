@@ -1,7 +1,7 @@
 """DrQ: SAC from pixels with K augmented targets and M augmented losses, on the DeepMind Control suite.
 
 Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021), Algorithm 1. Every constant follows
-../shared/spec/ALGORITHMS.md §1 (cited as "spec §x"); `diff sac_pixels.py drq_sac.py` shows exactly what DrQ adds
+spec/ALGORITHMS.md §1 (cited as "spec §x"); `diff sac_pixels.py drq_sac.py` shows exactly what DrQ adds
 to the SAC:pixel baseline. Steps users see (flags, x-axes, final.json) are environment steps = agent steps x action
 repeat, as the paper reports them.
 

@@ -1,7 +1,7 @@
 """NDDQN on Atari 100k: n-step double dueling DQN, the "Efficient DQN" baseline of DrQ on Atari.
 
 The baseline of Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021), section 5.3.
-Every constant follows ../shared/spec/ALGORITHMS.md (cited as "spec §x"); `diff nddqn_atari.py drq_dqn.py`
+Every constant follows spec/ALGORITHMS.md (cited as "spec §x"); `diff nddqn_atari.py drq_dqn.py`
 shows exactly what DrQ adds to this baseline.
 
     python nddqn_atari.py --env-id Breakout --seed 1

@@ -4,7 +4,7 @@ drq_sac.py --encoder-path (the reproduction report's setup, §2: 200k frames, 30
 Frames come from a uniform random policy (the report's protocol) or from a saved actor (--policy-checkpoint, the
 coverage hypothesis); they are stored once, compressed uint8, and can be reused (--dataset). The autoencoder is the
 DMC scripts' encoder (identical class, so its weights load bit-for-bit) and the SAC-AE decoder, trained on the 5-bit
-target with a latent L2 penalty and decoder weight decay (../shared/spec/ALGORITHMS.md §5, cited as "spec §x").
+target with a latent L2 penalty and decoder weight decay (spec/ALGORITHMS.md §5, cited as "spec §x").
 Outputs: {runs_dir}/{run_name}/encoder.pt, reconstructions.png, loss_curves.png, metrics.jsonl (train and held-out
 reconstruction MSE per epoch, global_step = epoch), final.json.
 

@@ -4,7 +4,7 @@ SAC+AE algorithm of Yarats et al., whose encoder the critic and the reconstructi
 --ae-mode frozen (default, report §2): the encoder of pretrain_autoencoder.py (--encoder-path) is frozen; each agent
 step's frame is encoded once and the observation is the latents of the last --latent-stack (8) steps, concatenated;
 SAC learns on that vector with sac_state.py's networks and constants. --ae-mode joint (spec §5 of
-../shared/spec/ALGORITHMS.md, cited as "spec §x"): SAC on 3 stacked frames as in sac_pixels.py plus the SAC-AE
+spec/ALGORITHMS.md, cited as "spec §x"): SAC on 3 stacked frames as in sac_pixels.py plus the SAC-AE
 decoder; the critic loss and the reconstruction loss both train the encoder, with SAC-AE's encoder tau, temperature
 lr and betas, batch, capacity and burst of updates when learning starts. `diff sac_pixels.py sac_ae.py` shows only
 what SAC+AE changes. Steps users see (flags, x-axes, final.json) are environment steps = agent steps x action repeat.

@@ -1,7 +1,7 @@
 """SAC:pixel: SAC from pixels without augmentation (drq_sac.py with K = M = 1 and no shifts), on DeepMind Control.
 
 The "SAC:pixel" baseline of Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021). Every
-constant follows ../shared/spec/ALGORITHMS.md §1 (cited as "spec §x"); `diff sac_pixels.py drq_sac.py` shows exactly
+constant follows spec/ALGORITHMS.md §1 (cited as "spec §x"); `diff sac_pixels.py drq_sac.py` shows exactly
 what DrQ adds to this baseline. Steps users see (flags, x-axes, final.json) are environment steps = agent steps x
 action repeat, as the paper reports them.
 

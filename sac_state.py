@@ -1,6 +1,6 @@
 """SAC:state: SAC on the true low-dimensional state of a DeepMind Control task, the upper-bound baseline.
 
-The same SAC as sac_pixels.py and drq_sac.py (../shared/spec/ALGORITHMS.md §1, cited as "spec §x": constants,
+The same SAC as sac_pixels.py and drq_sac.py (spec/ALGORITHMS.md §1, cited as "spec §x": constants,
 networks, update order, action repeat, time-limit bootstrapping) with the flattened state vector in place of the
 pixel encoder: `diff sac_state.py sac_pixels.py` shows only the encoder and observation parts. Steps users see
 (flags, x-axes, final.json) are environment steps = agent steps x action repeat.

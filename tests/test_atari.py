@@ -348,7 +348,10 @@ def run_script(script: str, *flags: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
-@pytest.mark.parametrize("script,extra", [("nddqn_atari.py", []), ("drq_dqn.py", ["--k", "2", "--m", "2"])])
+@pytest.mark.parametrize("script,extra", [
+    ("nddqn_atari.py", []),
+    ("drq_dqn.py", ["--k", "2", "--m", "2", "--track", "--wandb-mode", "offline"]),  # wandb needs no network
+])
 def test_smoke_trains_evaluates_saves_and_reloads(script, extra, tmp_path):
     runs = tmp_path / "runs"
     run_script(script, "--env-id", "Pong", "--total-timesteps", "400", "--learning-starts", "200",
@@ -368,6 +371,7 @@ def test_smoke_trains_evaluates_saves_and_reloads(script, extra, tmp_path):
     assert final["mean_return"] == pytest.approx(np.mean(final["returns"]))
     assert -21 <= final["mean_return"] <= 21
     assert final["hns"] == pytest.approx((final["mean_return"] + 20.7) / (14.6 + 20.7))
+    assert bool(list(run.glob("wandb/offline-run-*/run-*.wandb"))) == ("--track" in extra)
 
     reloaded = tmp_path / "reloaded"
     run_script(script, "--env-id", "Pong", "--eval-checkpoint", str(run / "model.pt"), "--eval-episodes", "1",

@@ -38,7 +38,10 @@ def test_quick_mode_runs_every_variant(quick):
         assert r["updates_per_s"] == pytest.approx(1e3 / r["mean_ms"])
         assert r["cpu_median_ms"] > 0 and r["device"] == "cpu"
         assert (r["aug_ms"] is not None) == name.startswith("drq_")
-        assert r["gflops"] > 0 and r["peak_memory_mb"] > 0
+        # a variant with tiny tensors may fit in memory the allocator already holds, so its peak extra can be 0
+        assert r["gflops"] > 0 and r["peak_memory_mb"] >= 0
+    # the pixel variants build a 9x84x84 frame buffer and conv activations: their peak extra is real
+    assert min(rows[name]["peak_memory_mb"] for name in ("sac_pixels", "drq_sac_k2_m2")) > 1
     for suffix in (".json", ".csv", ".png"):
         assert (out / f"benchmark_cpu_quick{suffix}").stat().st_size > 0
     with open(out / "benchmark_cpu_quick.csv") as f:
