@@ -334,10 +334,6 @@ class ReplayBuffer:
         written, and the stack's older frames are not yet overwritten."""
         return max(0, self.count - self.capacity + self.stack - 1), self.count - 1 - self.n_step
 
-    def num_samplable(self) -> int:
-        lo, hi = self.sample_range()
-        return max(0, hi - lo + 1 - sum(lo <= r <= hi for r in self.final_rows))
-
     def stacks(self, rows: torch.Tensor) -> torch.Tensor:
         """(B,) absolute rows -> (B, stack, 84, 84) states, zero before the segment's first row."""
         offsets = torch.arange(-self.stack + 1, 1, device=self.device)
@@ -426,6 +422,14 @@ def sync_target(target_network: QNetwork, q_network: QNetwork) -> None:
 # Evaluation (spec §2.2, §6 item 9)
 
 
+def epsilon_greedy(q_network: QNetwork, state: torch.Tensor, epsilon: float, rng: np.random.Generator) -> int:
+    """Acting on the raw (unaugmented) stack, in training and evaluation alike; epsilon 1.0 never runs the network."""
+    if rng.random() < epsilon:
+        return int(rng.integers(q_network.advantage.out_features))
+    with torch.no_grad():
+        return int(q_network(state[None]).argmax(1).item())
+
+
 def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_steps: int, epsilon: float,
              device: torch.device, noop_max: int = 30, max_episode_frames: int = 108_000,
              video_dir: str | None = None) -> tuple[list[float], int]:
@@ -441,12 +445,7 @@ def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_ste
     state, lives, score = stack.reset(frame), info["lives"], 0.0
     q_network.eval()
     while (steps < min_steps) if min_steps > 0 else (len(returns) < episodes):
-        if rng.random() < epsilon:
-            action = int(rng.integers(env.action_space.n))
-        else:
-            with torch.no_grad():
-                action = int(q_network(state[None]).argmax(1).item())
-        frame, reward, terminated, truncated, info = env.step(action)
+        frame, reward, terminated, truncated, info = env.step(epsilon_greedy(q_network, state, epsilon, rng))
         score += float(reward)
         steps += 1
         if terminated or truncated:
@@ -536,11 +535,7 @@ def main(args: Args) -> dict:
     loss = q_mean = None
     for global_step in range(args.total_timesteps):
         epsilon = linear_schedule(global_step, args.learning_starts, args.exploration_steps, args.start_e, args.end_e)
-        if rng.random() < epsilon:
-            action = int(rng.integers(env.action_space.n))
-        else:
-            with torch.no_grad():
-                action = int(q_network(state[None]).argmax(1).item())
+        action = epsilon_greedy(q_network, state, epsilon, rng)
         next_frame, reward, terminated, truncated, info = env.step(action)
         score, length = score + float(reward), length + 1
         life_lost = info["lives"] < lives
