@@ -9,11 +9,8 @@ pixel encoder: `diff sac_state.py sac_pixels.py` shows only the encoder and obse
     python sac_state.py --eval-checkpoint runs/<run>/model.pt    # evaluate a saved model, train nothing
 """
 import copy
-import json
 import math
 import os
-import random
-import subprocess
 import sys
 import time
 import warnings
@@ -30,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+
+import run_utils
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # glfw complains about a missing X display although EGL does the rendering
@@ -67,6 +66,10 @@ class Args:
     """path of a model.pt to load and evaluate (its env id and action repeat); no training happens"""
     runs_dir: str = "runs"
     """folder that receives runs/{run_name}/"""
+    resume: str | None = None
+    """run directory of an interrupted run (runs/{run_name}): continue it in place from its checkpoint.pt"""
+    checkpoint_interval: int = 10_000
+    """env steps between full-state checkpoints (networks, optimizers, replay, RNG and env state) in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
 
     # Environment (spec §1.4, §6 items 3 and 5)
     env_id: str = "cartpole-swingup"
@@ -112,77 +115,6 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Shared blocks (identical in every training script; see CONTRIBUTING.md)
-
-
-def get_device(cuda: bool) -> torch.device:
-    # --cuda is on by default and falls back to the CPU; naming it explicitly makes a missing GPU an error.
-    if cuda and torch.cuda.is_available():
-        return torch.device("cuda")
-    if cuda and "--cuda" in sys.argv[1:]:
-        raise SystemExit("error: --cuda was given but torch sees no CUDA device; rerun with --no-cuda")
-    return torch.device("cpu")
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-class RunLogger:
-    """The output contract: runs/{run_name}/args.json, metrics.jsonl (one JSON object per logged point, keyed by
-    global_step) and final.json (written last and atomically: its presence means the run finished), mirrored
-    to wandb under --track."""
-
-    def __init__(self, args, run_name: str, algo: str):
-        self.dir = Path(args.runs_dir) / run_name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.header = {"algo": algo, "run_name": run_name, "code_version": code_version()}
-        (self.dir / "args.json").write_text(json.dumps({**vars(args), **self.header}, indent=2, default=str))
-        self.metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
-        self.wandb = None
-        if args.track:
-            import wandb
-
-            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
-                                    mode=args.wandb_mode, name=run_name, config={**vars(args), **self.header},
-                                    dir=str(self.dir))
-
-    def log(self, step: int, **metrics: float) -> None:
-        self.metrics.write(json.dumps({"global_step": step, "time": time.time(), **metrics}) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
-
-    def finish(self, final: dict) -> Path:
-        path = self.dir / "final.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**final, **self.header}, indent=2))
-        os.replace(tmp, path)
-        if self.wandb is not None:
-            self.wandb.summary.update({k: v for k, v in final.items() if not isinstance(v, list)})
-            self.wandb.finish()
-        self.metrics.close()
-        return path
-
-
-class Progress:
-    """A compact progress line (steps, SPS, recent return, ETA), printed at logging intervals only."""
-
-    def __init__(self, total: int, start_step: int = 0):
-        self.total, self.t0, self.s0 = total, time.time(), start_step
-
-    def line(self, step: int, recent_return: float | None) -> str:
-        sps = (step - self.s0) / max(time.time() - self.t0, 1e-9)
-        eta = (self.total - step) / max(sps, 1e-9)
-        ret = "n/a" if recent_return is None else f"{recent_return:.1f}"
-        return f"step {step}/{self.total} | SPS {sps:.0f} | return {ret} | ETA {eta / 60:.1f} min"
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # DeepMind Control environment (spec §1.4): dm_control through shimmy, action repeat, time-limit truncation,
 # 84x84 RGB frames stacked 3 deep (the same block in sac_state.py, sac_pixels.py and drq_sac.py)
 
@@ -200,7 +132,7 @@ def resolve_env_id(env_id: str) -> tuple[str, str]:
     for domain, task in suite.ALL_TASKS:
         if name in (f"{domain}-{task}", f"{domain}_{task}"):
             return domain, task
-    raise SystemExit(f"error: unknown dm_control task {env_id!r}; valid: {', '.join(DMC_TASKS)}")
+    run_utils.unknown_choice("dm_control task", env_id, DMC_TASKS)
 
 
 def default_action_repeat(env_id: str) -> int:
@@ -212,7 +144,9 @@ class DMCEnv(gym.Env):
     `action_repeat` env steps with the rewards summed; the episode is truncated (never terminated) at
     `episode_length` env steps, the DMC time limit; info["env_steps"] counts the env steps of the last call.
     Pixels: 84x84 RGB from camera 0 (2 for quadruped), the last `frame_stack` frames stacked along the channels,
-    uint8 (9, 84, 84); reset fills the stack with copies of the first frame. State: the flattened observation."""
+    uint8 (9, 84, 84); reset fills the stack with copies of the first frame. State: the flattened observation.
+    `snapshot`/`restore` carry the env through a checkpoint: the task's random state before the episode's reset and
+    the actions since, replayed on restore (MuJoCo is deterministic, so the state is rebuilt bit for bit)."""
 
     def __init__(self, env_id: str, seed: int, action_repeat: int, pixels: bool, frame_stack: int = 3,
                  image_size: int = 84, episode_length: int = 1000):
@@ -225,8 +159,9 @@ class DMCEnv(gym.Env):
         self.frame_stack, self.image_size, self.episode_length = frame_stack, image_size, episode_length
         self.fps = 1.0 / (self.env.unwrapped.control_timestep() * action_repeat)
         inner = self.env.action_space
+        # the agent acts in [-1, 1] like dmc2gym's; quadruped's bounds are wider and are rescaled to
         self.low, self.high = inner.low.astype(np.float64), inner.high.astype(np.float64)
-        self.rescale = not (np.all(self.low == -1.0) and np.all(self.high == 1.0))  # the suite's are all [-1, 1]
+        self.rescale = not (np.all(self.low == -1.0) and np.all(self.high == 1.0))
         self.action_space = gym.spaces.Box(-1.0, 1.0, inner.shape, np.float32, seed=seed)
         if pixels:
             shape = (3 * frame_stack, image_size, image_size)
@@ -237,6 +172,7 @@ class DMCEnv(gym.Env):
         self.frames: list[np.ndarray] = []
         self.t = 0
         self.first_reset = True
+        self.random_at_reset, self.actions = None, []
 
     def observe(self, state: dict) -> np.ndarray:
         if not self.pixels:
@@ -254,14 +190,18 @@ class DMCEnv(gym.Env):
         if seed is None and self.first_reset:
             seed = self.seed
         self.first_reset = False
-        state, info = self.env.reset(seed=seed)
-        self.t = 0
+        if seed is not None:
+            self.env.unwrapped.np_random = np.random.RandomState(seed)
+        self.random_at_reset = self.env.unwrapped.np_random.get_state(legacy=False)
+        state, info = self.env.reset()
+        self.t, self.actions = 0, []
         if self.pixels:
             self.frames = [self.render_frame()] * self.frame_stack
             return np.concatenate(self.frames, axis=0), info
         return self.observe(state), info
 
     def step(self, action: np.ndarray):
+        self.actions.append(np.array(action))
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         if self.rescale:
             action = self.low + (action + 1.0) * 0.5 * (self.high - self.low)
@@ -275,6 +215,23 @@ class DMCEnv(gym.Env):
             truncated = (truncated or self.t >= self.episode_length) and not terminated
         info["env_steps"] = n
         return self.observe(state), reward, terminated, truncated, info
+
+    def snapshot(self) -> dict:
+        return run_utils.plain({"first_reset": self.first_reset, "random_at_reset": self.random_at_reset,
+                                "actions": list(self.actions),
+                                "action_space": self.action_space.np_random.bit_generator.state})
+
+    def restore(self, snap: dict) -> np.ndarray | None:
+        """Rebuild the env of `snapshot`; returns the observation of the episode in progress."""
+        self.action_space.np_random.bit_generator.state = run_utils.numpy_state(snap["action_space"])
+        if snap["first_reset"]:
+            return None
+        self.env.unwrapped.np_random.set_state(run_utils.numpy_state(snap["random_at_reset"]))
+        self.first_reset = False
+        obs, _ = self.reset()
+        for action in snap["actions"]:
+            obs = self.step(action.numpy())[0]
+        return obs
 
     def close(self):
         self.env.close()
@@ -433,6 +390,17 @@ class ReplayBuffer:
         # uniform with replacement, as the authors' replay_buffer.sample
         return self.get(torch.randint(0, len(self), (batch_size,), device=self.device))
 
+    def state_dict(self) -> dict:
+        n = min(self.added, self.capacity)
+        return {"obs": self.obs[:n], "next_obs": self.next_obs[:n], "actions": self.actions[:n],
+                "rewards": self.rewards[:n], "not_dones": self.not_dones[:n], "added": self.added}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = len(state["actions"])
+        for name in ["obs", "next_obs", "actions", "rewards", "not_dones"]:
+            getattr(self, name)[:n] = state[name]
+        self.added = state["added"]
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # The SAC update (spec §1.2 with K = M = 1 and no augmentation), on states
@@ -534,128 +502,207 @@ def evaluate(actor: Actor, env: DMCEnv, episodes: int, device: torch.device, vid
     return returns
 
 
-def save_checkpoint(path: Path, agent: Agent, args: Args, action_repeat: int) -> None:
-    torch.save({"actor": agent.actor.state_dict(), "critic": agent.critic.state_dict(),
-                "critic_target": agent.critic_target.state_dict(), "log_alpha": agent.log_alpha.detach().cpu(),
-                "args": {**vars(args), "action_repeat": action_repeat}}, path)
+def agent_state(agent: Agent) -> dict:
+    return {"actor": agent.actor.state_dict(), "critic": agent.critic.state_dict(),
+            "critic_target": agent.critic_target.state_dict(), "log_alpha": agent.log_alpha.detach().clone(),
+            "actor_optimizer": agent.actor_optimizer.state_dict(),
+            "critic_optimizer": agent.critic_optimizer.state_dict(),
+            "alpha_optimizer": agent.alpha_optimizer.state_dict()}
 
 
-def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, dict, DMCEnv]:
-    """Rebuild agent and an evaluation env from a model.pt (its env id, action repeat and network sizes)."""
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    saved = ckpt["args"]
-    env = make_env(saved["env_id"], saved["seed"] + 10_000, saved["action_repeat"], pixels=False,
-                   episode_length=saved["episode_length"])
-    agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"])
-    agent.critic.load_state_dict(ckpt["critic"])
-    agent.actor.load_state_dict(ckpt["actor"])
-    agent.critic_target.load_state_dict(ckpt["critic_target"])
-    agent.log_alpha.data.copy_(ckpt["log_alpha"])
-    return agent, saved, env
+def load_agent_state(agent: Agent, state: dict) -> None:
+    agent.critic.load_state_dict(state["critic"])
+    agent.actor.load_state_dict(state["actor"])  # the tied convs load twice, with the same values
+    agent.critic_target.load_state_dict(state["critic_target"])
+    with torch.no_grad():
+        agent.log_alpha.copy_(state["log_alpha"])
+    for name in ["actor_optimizer", "critic_optimizer", "alpha_optimizer"]:
+        getattr(agent, name).load_state_dict(state[name])
 
 
-def main(args: Args):
-    """Train (or, with --eval-checkpoint, only evaluate); returns (final dict, agent, replay buffer or None)."""
-    t_start = time.time()
-    domain, task = resolve_env_id(args.env_id)
-    if args.batch_size > args.buffer_size:
-        raise SystemExit(f"error: --batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
-    if args.eval_checkpoint and not Path(args.eval_checkpoint).is_file():
-        raise SystemExit(f"error: checkpoint {args.eval_checkpoint!r} does not exist")
-    if args.action_repeat is not None and args.action_repeat < 1:
-        raise SystemExit(f"error: --action-repeat must be >= 1, got {args.action_repeat}")
-    action_repeat = args.action_repeat or default_action_repeat(args.env_id)
+# ---------------------------------------------------------------------------------------------------------------
+# The training loop (spec §1.2)
+
+SCRIPT = Path(__file__).stem
+
+
+def validate(args: Args, argv: list[str]) -> dict:
+    """One-line errors for bad input, before anything is written; returns the resolved settings."""
+    run_utils.positive(total_timesteps=args.total_timesteps, batch_size=args.batch_size, buffer_size=args.buffer_size,
+                       eval_episodes=args.eval_episodes, eval_frequency=args.eval_frequency,
+                       episode_length=args.episode_length, checkpoint_interval=args.checkpoint_interval)
+    env_name = "-".join(resolve_env_id(args.env_id))
+    if args.action_repeat is not None:
+        run_utils.positive(action_repeat=args.action_repeat)
+    action_repeat = args.action_repeat or default_action_repeat(env_name)
     learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
-    env_name = f"{domain}-{task}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = get_device(args.cuda)
+    run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
+                      f"in [0, --total-timesteps {args.total_timesteps})")
+    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
+    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
+                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
+                      f"{learning_starts} env steps at action repeat {action_repeat}, --buffer-size {args.buffer_size})")
+    run_utils.check_runs_dir(args.runs_dir)
+    run_utils.check_tracking(args.track, args.wandb_mode)
+    device = run_utils.get_device(args.cuda, "--cuda" in argv)
+    return {"env_name": env_name, "action_repeat": action_repeat, "learning_starts": learning_starts,
+            "device": device}
 
+
+def main(args: Args, argv: list[str] = ()):
+    """Train (or, with --eval-checkpoint, only evaluate); returns (final dict, agent, replay buffer or None)."""
+    run_utils.tune_allocator()
+    t_start = time.time()
     if args.eval_checkpoint:
-        agent, saved, eval_env = load_checkpoint(args.eval_checkpoint, device)
-        run_name = f"{saved['env_id']}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        logger = RunLogger(args, run_name, algo=args.exp_name)
-        video = logger.dir / "videos" / "eval_checkpoint.mp4" if args.capture_video else None
-        returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        final = {"env_id": saved["env_id"], "algo": args.exp_name, "seed": args.seed, "k": saved.get("k", 1),
-                 "m": saved.get("m", 1), "action_repeat": saved["action_repeat"], "total_timesteps": 0,
-                 "eval_episodes": args.eval_episodes, "mean_return": float(np.mean(returns)),
-                 "std_return": float(np.std(returns)), "returns": returns, "wall_time_s": time.time() - t_start,
-                 "run_name": run_name, "evaluated_checkpoint": str(args.eval_checkpoint)}
-        logger.finish(final)
-        print(f"checkpoint {args.eval_checkpoint}: mean return {final['mean_return']:.1f} over {len(returns)} "
-              f"episodes -> {logger.dir}", flush=True)
-        return final, agent, None
-
-    run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        return evaluate_checkpoint(args, argv)
+    ckpt = None
+    if args.resume:
+        ckpt = run_utils.load_checkpoint(Path(args.resume) / run_utils.CHECKPOINT, SCRIPT)
+        args = run_utils.resume_args(args, ckpt, argv, vars(Args()))
+    cfg = validate(args, argv)
+    env_name, action_repeat, learning_starts, device = (cfg["env_name"], cfg["action_repeat"],
+                                                        cfg["learning_starts"], cfg["device"])
+    run_utils.seed_everything(args.seed, args.torch_deterministic)
+    run_name = ckpt["run_name"] if ckpt else f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.resume) if ckpt else Path(args.runs_dir) / run_name
+    run_utils.announce(SCRIPT, env_name, device, run_dir,
+                       f"{args.total_timesteps} env steps (action repeat {action_repeat}), learning from step "
+                       f"{learning_starts}, {args.eval_episodes}-episode evaluations every {args.eval_frequency} "
+                       f"steps" + (f", resuming at step {ckpt['loop']['global_step']}" if ckpt else ""))
     if args.action_repeat is None and env_name not in ACTION_REPEAT:
         print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using {DEFAULT_ACTION_REPEAT}, "
               "the Dreamer-benchmark value (spec §1.4)", flush=True)
     env = make_env(env_name, args.seed, action_repeat, pixels=False, episode_length=args.episode_length)
     eval_env = make_env(env_name, args.seed + 10_000, action_repeat, pixels=False, episode_length=args.episode_length)
-    logger = RunLogger(args, run_name, algo=args.exp_name)
     obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
     agent = make_agent(obs_shape, action_dim, device, args.hidden_dim, args.policy_lr, args.q_lr, args.alpha_lr,
                        args.init_temperature)
     rb = ReplayBuffer(args.buffer_size, obs_shape, action_dim, device)
+    record = run_utils.run_record(args, SCRIPT, run_name, device, action_repeat=action_repeat,
+                                  learning_starts=learning_starts)
+    logger = run_utils.RunLogger(args, run_dir, record, resume=ckpt["logger"] if ckpt else None)
+    interrupts = run_utils.Interrupts()
 
     def run_evaluation(global_step: int) -> list[float]:
+        t0 = time.time()
+        print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
         video = logger.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
         returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
         point = {"eval/episodic_return": float(np.mean(returns)), "eval/episodic_return_std": float(np.std(returns))}
         logger.log(global_step, **point)
-        print(f"eval at step {global_step}: return {point['eval/episodic_return']:.1f}", flush=True)
+        print(f"eval at step {global_step}: return {point['eval/episodic_return']:.1f} over {len(returns)} episodes "
+              f"in {time.time() - t0:.0f} s", flush=True)
         return returns
 
-    progress = Progress(args.total_timesteps)
-    obs, _ = env.reset(seed=args.seed)
-    global_step, step, episode_return, episode_length = 0, 0, 0.0, 0
-    next_eval, last_eval_step, returns, metrics = 0, -1, [], {}
-    while global_step < args.total_timesteps:
-        if global_step >= next_eval:
-            returns, last_eval_step = run_evaluation(global_step), global_step
-            next_eval = (global_step // args.eval_frequency + 1) * args.eval_frequency
+    loop = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
+            "last_eval_step": -1, "returns": [], "metrics": {}, "next_checkpoint": args.checkpoint_interval,
+            "elapsed": 0.0}
+    if ckpt:
+        load_agent_state(agent, ckpt["agent"])
+        rb.load_state_dict(ckpt["replay"])
+        obs = env.restore(ckpt["env"])
+        eval_env.restore(ckpt["eval_env"])
+        loop = ckpt["loop"]
+        run_utils.set_rng_state(ckpt["rng"])
+    else:
+        obs, _ = env.reset(seed=args.seed)
+    t_start -= loop["elapsed"]
+    progress = run_utils.Progress(args.total_timesteps, learning_starts, loop["global_step"])
+
+    def checkpoint() -> Path:
+        path = run_dir / run_utils.CHECKPOINT
+        run_utils.save_checkpoint(path, SCRIPT, {
+            "args": vars(args), "run_name": run_name, "agent": agent_state(agent), "replay": rb.state_dict(),
+            "env": env.snapshot(), "eval_env": eval_env.snapshot(), "rng": run_utils.rng_state(),
+            "loop": {**loop, "elapsed": time.time() - t_start}, "logger": logger.position()})
+        return path
+
+    while loop["global_step"] < args.total_timesteps:
+        global_step = loop["global_step"]
+        if interrupts.requested or global_step >= loop["next_checkpoint"]:
+            path = checkpoint()
+            if interrupts.requested:
+                interrupts.exit(global_step, path, run_utils.resume_command(run_dir))
+            loop["next_checkpoint"] += args.checkpoint_interval
+        if global_step >= loop["next_eval"]:
+            loop["returns"], loop["last_eval_step"] = run_evaluation(global_step), global_step
+            loop["next_eval"] = (global_step // args.eval_frequency + 1) * args.eval_frequency
         # spec §1.2 order: choose the action, update, step the env, store the transition
         if global_step < learning_starts:
             action = env.action_space.sample()
         else:
             action = act(agent.actor, obs, device, sample=True)
-        if global_step >= learning_starts and len(rb) > 0:
-            metrics |= update(agent, rb, step, args.batch_size, args.gamma, args.tau, args.policy_frequency,
-                             args.target_network_frequency)
+        if global_step >= learning_starts:
+            loop["metrics"] |= update(agent, rb, loop["step"], args.batch_size, args.gamma, args.tau,
+                                      args.policy_frequency, args.target_network_frequency)
         next_obs, reward, terminated, truncated, info = env.step(action)
         # the time limit is a truncation: bootstrap through it, only a termination stops it (spec §6 item 5)
         rb.add(obs, action, reward, next_obs, not_done=float(not terminated), done=terminated or truncated)
         obs = next_obs
-        step += 1
-        global_step += info["env_steps"]
-        episode_return += reward
-        episode_length += info["env_steps"]
+        loop["step"] += 1
+        loop["global_step"] += info["env_steps"]
+        loop["episode_return"] += reward
+        loop["episode_length"] += info["env_steps"]
+        progress.update(loop["global_step"])
         if terminated or truncated:
-            sps = global_step / (time.time() - t_start)
-            logger.log(global_step, **{"charts/episodic_return": episode_return,
-                                       "charts/episodic_length": episode_length, "charts/SPS": sps},
-                       **{key: value.item() for key, value in metrics.items()})
-            print(progress.line(global_step, episode_return), flush=True)
+            sps = loop["global_step"] / (time.time() - t_start)
+            logger.log(loop["global_step"], **{"charts/episodic_return": loop["episode_return"],
+                                               "charts/episodic_length": loop["episode_length"], "charts/SPS": sps},
+                       **{key: value.item() for key, value in loop["metrics"].items()})
+            print(progress.line(loop["global_step"], loop["episode_return"]), flush=True)
             obs, _ = env.reset()
-            episode_return, episode_length = 0.0, 0
-    if last_eval_step != global_step:
+            loop["episode_return"], loop["episode_length"] = 0.0, 0
+        elif progress.due():
+            print(progress.line(loop["global_step"], None), flush=True)
+    global_step, returns = loop["global_step"], loop["returns"]
+    if loop["last_eval_step"] != global_step:
         returns = run_evaluation(global_step)
 
     if args.save_model:
-        save_checkpoint(logger.dir / "model.pt", agent, args, action_repeat)
+        run_utils.save_checkpoint(logger.dir / "model.pt", SCRIPT, {"args": vars(args), "run_name": run_name,
+                                                                    **record, "agent": agent_state(agent)})
     final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "k": 1, "m": 1,
              "action_repeat": action_repeat, "total_timesteps": global_step, "eval_episodes": args.eval_episodes,
              "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "returns": returns,
              "wall_time_s": time.time() - t_start, "run_name": run_name}
     logger.finish(final)
+    (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
     env.close()
     eval_env.close()
     print(f"final: mean return {final['mean_return']:.1f} +- {final['std_return']:.1f} -> {logger.dir}", flush=True)
     return final, agent, rb
 
 
+def evaluate_checkpoint(args: Args, argv: list[str]):
+    """--eval-checkpoint: rebuild the agent of a model.pt or checkpoint.pt (its env, action repeat and sizes) and
+    evaluate it; nothing is trained."""
+    t_start = time.time()
+    run_utils.positive(eval_episodes=args.eval_episodes)
+    ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
+    saved = ckpt["args"]
+    run_utils.check_runs_dir(args.runs_dir)
+    run_utils.check_tracking(args.track, args.wandb_mode)
+    device = run_utils.get_device(args.cuda, "--cuda" in argv)
+    action_repeat = saved["action_repeat"] or default_action_repeat(saved["env_id"])
+    env_name = "-".join(resolve_env_id(saved["env_id"]))
+    env = make_env(env_name, saved["seed"] + 10_000, action_repeat, pixels=False, episode_length=saved["episode_length"])
+    agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"])
+    load_agent_state(agent, ckpt["agent"])
+    run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    record = run_utils.run_record(args, SCRIPT, run_name, device)
+    logger = run_utils.RunLogger(args, Path(args.runs_dir) / run_name, record)
+    video = logger.dir / "videos" / "eval_checkpoint.mp4" if args.capture_video else None
+    returns = evaluate(agent.actor, env, args.eval_episodes, device, video)
+    final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "k": saved.get("k", 1),
+             "m": saved.get("m", 1), "action_repeat": action_repeat, "total_timesteps": 0,
+             "eval_episodes": args.eval_episodes, "mean_return": float(np.mean(returns)),
+             "std_return": float(np.std(returns)), "returns": returns, "wall_time_s": time.time() - t_start,
+             "run_name": run_name, "evaluated_checkpoint": str(args.eval_checkpoint)}
+    logger.finish(final)
+    print(f"checkpoint {args.eval_checkpoint}: mean return {final['mean_return']:.1f} over {len(returns)} "
+          f"episodes -> {logger.dir}", flush=True)
+    return final, agent, None
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(tyro.cli(Args), sys.argv[1:])

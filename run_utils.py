@@ -1,0 +1,351 @@
+"""Run bookkeeping shared by every training script, and no part of any algorithm (as CleanRL keeps `cleanrl_utils/`
+beside its single-file algorithms): process set-up, the run directory and its files, progress lines, interrupts,
+full-state checkpoint files and one-line errors. Networks, replay buffers, augmentations, updates and training loops
+stay in each script, so an algorithm is still read in one file.
+"""
+from __future__ import annotations
+
+import ctypes
+import difflib
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CHECKPOINT = "checkpoint.pt"  # the full training state of a run, in its run directory
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Process set-up
+
+
+def tune_allocator() -> bool:
+    """Keep freed host memory in the process instead of returning it to the kernel.
+
+    Why: a batched DrQ update allocates temporaries of 40-650 MB (K and M copies of a batch of 84x84 images). glibc
+    serves every block above its mmap threshold (at most 32 MiB) with a fresh mmap and unmaps it on free, so each
+    update page-faults ~0.9 million fresh pages and spends more time in the kernel than in the convolutions
+    (drq_sac K2M2 batch 128, one thread: 2449 ms -> 988 ms per update, 870k -> 1.7k page faults; README, results/).
+    With mmap off and trimming off, freed blocks are reused. Arithmetic is unchanged. Harmless elsewhere: a no-op
+    off glibc, and on CUDA it only affects host memory. Returns whether the setting took effect."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_max = -1, -4  # glibc malloc.h
+        # mallopt takes a C int: the largest one, not 1 << 40, which would wrap to 0 (= trim always).
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
+def get_device(cuda: bool, cuda_explicit: bool) -> torch.device:
+    """--cuda is on by default and falls back to the CPU; naming it explicitly makes a missing GPU an error."""
+    if cuda and torch.cuda.is_available():
+        return torch.device("cuda")
+    if cuda and cuda_explicit:
+        fail("--cuda was given but torch sees no CUDA device; rerun with --no-cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, torch_deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = torch_deterministic
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in ["torch", "gymnasium", "ale-py", "dm-control", "mujoco", "numpy", "tyro"]:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One-line errors
+
+
+def fail(message: str):
+    """Bad input: one line on stderr, exit 2, nothing written (call before the run directory exists)."""
+    raise SystemExit(f"error: {message}")
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        fail(message)
+
+
+def positive(**values: int | float) -> None:
+    for name, value in values.items():
+        require(value > 0, f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def unknown_choice(kind: str, name: str, valid: list[str]):
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else f"valid: {', '.join(valid)}"
+    fail(f"unknown {kind} {name!r}; {hint}")
+
+
+def check_runs_dir(runs_dir: str) -> None:
+    path = Path(runs_dir)
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    require(probe.is_dir() and os.access(probe, os.W_OK | os.X_OK), f"--runs-dir {runs_dir!r} cannot be written")
+
+
+def check_tracking(track: bool, wandb_mode: str) -> None:
+    if not track or wandb_mode != "online" or os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        import wandb
+
+        if wandb.Api().api_key:
+            return
+    except Exception:  # wandb raises many types when it finds no credentials
+        pass
+    fail("--track in online mode needs a wandb API key: run `wandb login`, or set WANDB_MODE=offline "
+         "(or pass --wandb-mode offline)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files of a run
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunLogger:
+    """The output contract: runs/{run_name}/args.json, metrics.jsonl (one JSON object per logged point, keyed by
+    global_step) and final.json (written last and atomically: its presence means the run finished), mirrored to
+    wandb under --track. Resuming truncates metrics.jsonl to what the checkpoint had logged, so a curve has
+    neither gaps nor duplicates, and reattaches to the same wandb run."""
+
+    def __init__(self, args, run_dir: Path, record: dict, resume: dict | None = None):
+        self.dir = run_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.header = {"algo": record["algo"], "run_name": record["run_name"], "code_version": code_version()}
+        path = self.dir / "metrics.jsonl"
+        if resume is None:
+            atomic_write_text(self.dir / "args.json", json.dumps(record, indent=2, default=str))
+            path.write_text("")
+        else:
+            with open(path, "r+") as f:
+                f.truncate(resume["metrics_bytes"])
+        self.metrics = open(path, "a", buffering=1)
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            run_id = resume["wandb_id"] if resume else None
+            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
+                                    mode=args.wandb_mode, name=record["run_name"], config=record, dir=str(self.dir),
+                                    id=run_id, resume="allow" if run_id else None)
+
+    def log(self, step: int, **metrics: float) -> None:
+        self.metrics.write(json.dumps({"global_step": step, "time": time.time(), **metrics}) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def position(self) -> dict:
+        """Where a resumed run continues the logs."""
+        self.metrics.flush()
+        return {"metrics_bytes": self.metrics.tell(), "wandb_id": self.wandb.id if self.wandb is not None else None}
+
+    def finish(self, final: dict) -> Path:
+        path = self.dir / "final.json"
+        atomic_write_text(path, json.dumps({**final, **self.header}, indent=2))
+        if self.wandb is not None:
+            self.wandb.summary.update({k: v for k, v in final.items() if not isinstance(v, list)})
+            self.wandb.finish()
+        self.metrics.close()
+        return path
+
+
+def run_record(args, algo: str, run_name: str, device: torch.device, **resolved) -> dict:
+    """args.json: every flag with its resolved value (no None where the script picks a default), the code and
+    library versions, device and threads."""
+    record = {**vars(args), **resolved, "algo": algo, "run_name": run_name, "code_version": code_version(),
+              "versions": library_versions(), "device": str(device), "torch_threads": torch.get_num_threads()}
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Progress a person can follow
+
+
+class Progress:
+    """Progress lines with an ETA from the learning phase's own speed: the random-action phase before learning
+    starts is several times faster and would make the first estimates far too short."""
+
+    def __init__(self, total: int, learning_starts: int, step: int = 0):
+        self.total, self.learning_starts = total, learning_starts
+        self.t0, self.s0 = time.time(), step
+        self.learn_t0, self.learn_s0 = (self.t0, step) if step >= learning_starts else (None, None)
+        self.last_line = self.t0
+
+    def update(self, step: int) -> None:
+        if self.learn_t0 is None and step >= self.learning_starts:
+            self.learn_t0, self.learn_s0 = time.time(), step
+
+    def due(self, seconds: float = 20.0) -> bool:
+        return time.time() - self.last_line >= seconds
+
+    def line(self, step: int, recent_return: float | None) -> str:
+        self.last_line = now = time.time()
+        ret = "n/a" if recent_return is None else f"{recent_return:.1f}"
+        if self.learn_t0 is None or step <= self.learn_s0 or now - self.learn_t0 < 1.0:
+            sps = (step - self.s0) / max(now - self.t0, 1e-9)
+            eta = "after learning starts"
+        else:
+            sps = (step - self.learn_s0) / (now - self.learn_t0)
+            eta = f"{(self.total - step) / max(sps, 1e-9) / 60:.1f} min"
+        return f"step {step}/{self.total} | SPS {sps:.1f} | return {ret} | ETA {eta}"
+
+
+def announce(script: str, env_id: str, device: torch.device, run_dir: Path, plan: str) -> None:
+    print(f"{script} on {env_id} | device {device}, {torch.get_num_threads()} threads | run dir {run_dir} | {plan}",
+          flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interrupts: SIGINT/SIGTERM finish the current step, write a checkpoint and exit 130/143
+
+
+class Interrupts:
+    """Records SIGINT/SIGTERM instead of raising, so the training loop can stop at a consistent point; a second
+    signal exits at once (without a checkpoint)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.handle)
+
+    def handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            print(f"\nsecond {signal.Signals(signum).name}: exiting without a checkpoint", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def exit(self, step: int, path: Path, resume_command: str):
+        name = signal.Signals(self.signum).name
+        print(f"{name} at step {step}: checkpoint {path}; continue with: {resume_command}", flush=True)
+        raise SystemExit(128 + self.signum)
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"python {Path(sys.argv[0]).name} --resume {run_dir}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoint files
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": plain(np.random.get_state(legacy=False)),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(numpy_state(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, script: str, state: dict) -> None:
+    """Atomically (temporary file, then rename): a run killed while writing keeps its previous checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(plain({"script": script, **state}), tmp)
+    os.replace(tmp, path)
+
+
+def _plain(value):
+    """numpy values -> tensors and python types, so the file loads with weights_only=True."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def plain(state: dict) -> dict:
+    return _plain(state)
+
+
+def numpy_state(state):
+    """The inverse of `plain` for a numpy random state: tensors back to arrays."""
+    if isinstance(state, torch.Tensor):
+        return state.numpy()
+    if isinstance(state, dict):
+        return {k: numpy_state(v) for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(path: str | Path, script: str, device: torch.device | str = "cpu") -> dict:
+    """Loads with weights_only=True (a checkpoint from elsewhere cannot run code); one-line errors for a missing,
+    corrupt or foreign file."""
+    path = Path(path)
+    require(path.is_file(), f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, pickled code: torch raises many types
+        fail(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+    require(isinstance(ckpt, dict) and "script" in ckpt, f"{str(path)!r} is not a checkpoint of this project")
+    require(ckpt["script"] == script, f"{str(path)!r} is a checkpoint of {ckpt['script']}.py, not of {script}.py")
+    return ckpt
+
+
+def resume_args(args, ckpt: dict, argv: list[str], fields) -> object:
+    """The run's own flags, with the command line allowed to change only --resume and bookkeeping flags; any other
+    flag given explicitly that differs from the run's is a one-line error."""
+    saved = ckpt["args"]
+    free = {"resume", "checkpoint_interval", "track", "wandb_mode", "wandb_project_name", "wandb_entity",
+            "wandb_group", "capture_video", "cuda", "runs_dir"}
+    given = {a[2:].split("=")[0].replace("-", "_").removeprefix("no_") for a in argv if a.startswith("--")}
+    for name in fields:
+        if name in given and name not in free and name in saved and getattr(args, name) != saved[name]:
+            fail(f"--{name.replace('_', '-')} {getattr(args, name)!r} conflicts with the checkpoint's "
+                 f"{saved[name]!r}; drop it to resume the run as it was")
+    for name in fields:
+        if name not in free and name in saved:
+            setattr(args, name, saved[name])
+    return args
