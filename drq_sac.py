@@ -868,5 +868,10 @@ def evaluate_checkpoint(args: Args, argv: list[str]):
     return final, agent, None
 
 
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line, parsed by tyro (sweep.py checks each cell with it before starting anything)."""
+    return tyro.cli(Args, args=argv)
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args), sys.argv[1:])
+    main(parse_args(), sys.argv[1:])
