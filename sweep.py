@@ -3,16 +3,19 @@
     python sweep.py --preset atari100k --dry-run                     # list the runs and their count
     python sweep.py --preset atari100k --cpus-per-run 1              # laptop: starts a local Ray itself
     python sweep.py --preset dmc-planet --address HEAD_IP:6379 --gpus-per-run 0.25 --cpus-per-run 2
-    python sweep.py --scripts drq_dqn.py --envs Pong Breakout --seeds 1-5 -- --end-e 0.01
+    python sweep.py --scripts drq_dqn.py --envs Pong Breakout --seeds 1-5 -- drq-eps --batch-size 64
 
 Every run is a subprocess of an unchanged training script,
-`python <script> --seed S --env-id E --runs-dir <sweep-dir>/<run-id> <flags>`, with its own runs folder and log
-(`<sweep-dir>/<run-id>/log.txt`), where run-id = `<script>__<env>__<seed>__<hash of the flags>`. A run is finished
-when `<sweep-dir>/<run-id>/*/final.json` exists (the scripts write it last and atomically, CONTRIBUTING.md), so the
+`python <script> [<recipe>] --seed S --env-id E --runs-dir <sweep-dir>/<run-id> <flags>`, with its own runs folder
+and log (`<sweep-dir>/<run-id>/log.txt`), where run-id = `<script>[.<recipe>]__<env>__<seed>__<hash of the flags>`.
+Before anything starts (and in --dry-run), every run's command line goes through its script's own argument parser,
+so a typo fails the whole sweep with one line instead of hundreds of failed runs. A run is finished when
+`<sweep-dir>/<run-id>/*/final.json` exists (the scripts write it last and atomically, CONTRIBUTING.md), so the
 sweep is resumable and idempotent: finished runs are skipped, a failed or killed run is started again (up to
 --max-retries times within one invocation, then reported with the tail of its log), and running the same command
-again after an interruption finishes only what is missing. Nothing finished is ever deleted or overwritten.
-`<sweep-dir>/runs/` holds one link per finished run, the layout report.py reads (`--report` runs it).
+again after an interruption finishes only what is missing. A run started again continues from its latest
+checkpoint (`--resume <its run folder>`) where its script supports that. Nothing finished is ever deleted or
+overwritten. `<sweep-dir>/runs/` holds one link per finished run, the layout report.py reads (`--report` runs it).
 
 On a cluster every node must see the same paths (a shared file system holding this checkout and the sweep folder)
 and a Python with the project's requirements.
@@ -21,8 +24,11 @@ and a Python with the project's requirements.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
+import importlib.util
+import io
 import json
 import math
 import os
@@ -32,24 +38,24 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
 # The six PlaNet-benchmark tasks of the DrQ paper's Table 1 (spec §1.5).
 PLANET_TASKS = ("cartpole-swingup", "reacher-easy", "cheetah-run", "finger-spin", "ball_in_cup-catch", "walker-walk")
-# DrQ(eps) is DrQ with Dopamine's standard epsilons (spec §2.2, rliable paper), run as the rliable runs were: with
-# dopamine's intensity noise after the shift (spec §2.3), as the README's DrQ(eps) recipe says.
-DRQ_EPS_FLAGS = ("--end-e", "0.01", "--eval-epsilon", "0.001", "--intensity-scale", "0.05")
 # The paper's K/M ablations used batch 128 (spec §1.4, §1.6); its main results use 512.
 ABLATION_FLAGS = ("--batch-size", "128")
 # Flags that only route wandb logging: they reach every run but do not change what a run computes, so they are
 # left out of the run id (adding --track when resuming must not start the sweep again).
 TRACKING_VALUE_FLAGS = ("--wandb-group", "--wandb-project-name", "--wandb-entity", "--wandb-mode")
 # Flags sweep.py sets per run itself.
-OWNED_FLAGS = ("--seed", "--env-id", "--runs-dir")
+OWNED_FLAGS = ("--seed", "--env-id", "--runs-dir", "--resume")
+CHECKPOINT = "checkpoint.pt"  # a run's full training state, in its run folder until the run finishes (run_utils)
 LOG_TAIL_LINES = 20
+# A run asked to stop (SIGTERM) writes its checkpoint before it exits; a full replay buffer can take a while.
+TERM_GRACE_S = 120
 
 
 def atari_games() -> tuple[str, ...]:
@@ -60,11 +66,13 @@ def atari_games() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Variant:
-    """One column of a grid: a script and the flags that make this variant."""
+    """One column of a grid: a script, the named recipe of the script (its subcommand; "" for the script's default
+    or a script without recipes) and the flags that change the recipe's values."""
 
     script: str
     flags: tuple[str, ...] = ()
     label: str = ""
+    recipe: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,10 +86,11 @@ class Preset:
 def presets() -> dict[str, Preset]:
     return {
         "atari100k": Preset(
-            "Atari 100k: 26 games x 5 seeds x {NDDQN, DrQ (eps 0.1/0.05 as published), DrQ(eps) (0.01/0.001, "
-            "intensity 0.05)}",
-            (Variant("nddqn_atari.py", label="NDDQN"), Variant("drq_dqn.py", label="DrQ"),
-             Variant("drq_dqn.py", DRQ_EPS_FLAGS, "DrQ(eps)")),
+            "Atari 100k: 26 games x 5 seeds x {NDDQN (recipe efficient-dqn), DrQ (drq: the paper's settings), "
+            "DrQ(eps) (drq-eps: dopamine's DrQ_eps.gin and agent)}",
+            (Variant("nddqn_atari.py", label="NDDQN", recipe="efficient-dqn"),
+             Variant("drq_dqn.py", label="DrQ", recipe="drq"),
+             Variant("drq_dqn.py", label="DrQ(eps)", recipe="drq-eps")),
             atari_games(), tuple(range(1, 6))),
         "dmc-planet": Preset(
             "DMC PlaNet benchmark (Table 1): 6 tasks x 10 seeds x {DrQ (K=2,M=2), SAC pixels without augmentation, "
@@ -105,11 +114,21 @@ class Run:
     seed: int
     flags: tuple[str, ...]
     label: str = ""
+    recipe: str = ""
 
     @property
     def run_id(self) -> str:
-        env = re.sub(r"[^A-Za-z0-9._-]", "-", self.env_id)
-        return f"{Path(self.script).stem}__{env}__{self.seed}__{flag_hash(self.flags)}"
+        name = Path(self.script).stem + (f".{self.recipe}" if self.recipe else "")
+        return f"{_safe(name)}__{_safe(self.env_id)}__{self.seed}__{flag_hash(self.flags)}"
+
+    @property
+    def variant_args(self) -> list[str]:
+        """The recipe and flags this run adds to its script: what names it in an error."""
+        return [*([self.recipe] if self.recipe else []), *self.flags]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
 
 
 def flag_hash(flags: tuple[str, ...]) -> str:
@@ -167,7 +186,7 @@ def expand_grid(variants, envs, seeds, extra_flags=()) -> list[Run]:
     for seed in seeds:
         for env in envs:
             for v in variants:
-                run = Run(v.script, env, seed, tuple(v.flags) + tuple(extra_flags), v.label)
+                run = Run(v.script, env, seed, tuple(v.flags) + tuple(extra_flags), v.label, v.recipe)
                 if run.run_id not in seen:
                     seen.add(run.run_id)
                     runs.append(run)
@@ -175,11 +194,16 @@ def expand_grid(variants, envs, seeds, extra_flags=()) -> list[Run]:
 
 
 def build_grid(args, passthrough: list[str]) -> tuple[list[Run], list[str], bool]:
-    run_flags, tracking, track = split_tracking(passthrough)
+    # As on a script's own command line, a recipe comes first: `-- drq-eps --batch-size 64`.
+    recipe = passthrough[0] if passthrough and not passthrough[0].startswith("-") else ""
+    run_flags, tracking, track = split_tracking(passthrough[1:] if recipe else passthrough)
     if args.preset:
         table = presets()
         if args.preset not in table:
             raise SystemExit(f"error: unknown preset '{args.preset}' (known: {', '.join(table)})")
+        if recipe:
+            raise SystemExit(f"error: preset {args.preset} names its variants' recipes; a recipe after `--` "
+                             f"('{recipe}') is for an ad-hoc grid (--scripts, --envs)")
         p = table[args.preset]
         variants = p.variants
         if args.scripts:
@@ -191,7 +215,7 @@ def build_grid(args, passthrough: list[str]) -> tuple[list[Run], list[str], bool
     else:
         if not args.scripts or not args.envs:
             raise SystemExit("error: give --preset NAME, or --scripts and --envs (and --seeds) for an ad-hoc grid")
-        variants = tuple(Variant(s) for s in args.scripts)
+        variants = tuple(Variant(s, recipe=recipe) for s in args.scripts)
         envs = tuple(args.envs)
         seeds = parse_seeds(args.seeds or ["1"])
     return expand_grid(variants, envs, seeds, run_flags), tracking, track or args.track
@@ -211,14 +235,137 @@ def finished_final(sweep_dir: Path, run: Run) -> Path | None:
     return found[0] if found else None
 
 
-def command(run: Run, sweep_dir: Path, script_dir: Path, tracking: list[str], track: bool, group: str) -> list[str]:
-    cmd = ["python", str(script_dir / run.script), "--seed", str(run.seed), "--env-id", run.env_id,
-           "--runs-dir", str(run_dir(sweep_dir, run)), *run.flags, *tracking]
-    if track:
-        cmd.append("--track")
-        if not any(t.split("=", 1)[0] == "--wandb-group" for t in tracking):
-            cmd += ["--wandb-group", group]
-    return cmd
+def latest_checkpoint(sweep_dir: Path, run: Run) -> Path | None:
+    """The newest checkpoint of an unfinished run (a finished run has deleted its own), else None."""
+    found = list(run_dir(sweep_dir, run).glob(f"*/{CHECKPOINT}"))
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the command lines of a sweep's runs share."""
+
+    sweep_dir: Path
+    script_dir: Path
+    tracking: tuple[str, ...] = ()
+    track: bool = False
+    group: str = ""
+    resumable: frozenset[str] = frozenset()  # scripts whose parser takes --resume RUN_DIR
+
+    def script_args(self, run: Run) -> list[str]:
+        """Everything after the script, --resume aside; the recipe first, since it is the script's subcommand."""
+        args = [*([run.recipe] if run.recipe else []), "--seed", str(run.seed), "--env-id", run.env_id,
+                "--runs-dir", str(run_dir(self.sweep_dir, run)), *run.flags, *self.tracking]
+        if self.track:
+            args.append("--track")
+            if not any(t.split("=", 1)[0] == "--wandb-group" for t in self.tracking):
+                args += ["--wandb-group", self.group]
+        return args
+
+    def resume_from(self, run: Run) -> Path | None:
+        """The run folder to continue: the checkpoint a killed, failed or interrupted attempt left behind. The
+        script keeps writing there (it was made under this run's --runs-dir)."""
+        if run.script not in self.resumable:
+            return None
+        ckpt = latest_checkpoint(self.sweep_dir, run)
+        return ckpt.parent if ckpt is not None else None
+
+    def command(self, run: Run) -> list[str]:
+        resume = self.resume_from(run)
+        return ["python", str(self.script_dir / run.script), *self.script_args(run),
+                *(["--resume", str(resume)] if resume is not None else [])]
+
+
+def check_runs(runs: list[Run], launch: Launch) -> frozenset[str]:
+    """Put every run's command line through its script's own argument parser, before anything starts; the first
+    script missing, failing to import or rejecting a run ends the sweep with one line. Returns the scripts whose
+    parser takes --resume.
+
+    Runs that differ only in seed or runs folder are parsed once: those values are sweep.py's own (an int, a path),
+    the same type in every run, unlike the env id, which a script may restrict to a set of names."""
+    missing = sorted({r.script for r in runs if not (launch.script_dir / r.script).is_file()})
+    if missing:
+        raise SystemExit(f"error: script(s) not found in {launch.script_dir}: {', '.join(missing)}")
+    resumable, parsed = set(), set()
+    with _on_sys_path(launch.script_dir):
+        modules = {script: _import_script(launch.script_dir / script) for script in sorted({r.script for r in runs})}
+        for run in runs:
+            key = (run.script, run.recipe, run.flags, run.env_id)
+            if key in parsed:
+                continue
+            parsed.add(key)
+            args, error = _parse_with_script(modules[run.script], launch.script_args(run))
+            if error is not None:
+                raise SystemExit(f"error: run {run.run_id} ({shlex.join([run.script, *run.variant_args])}): {error}")
+            if hasattr(args, "resume"):
+                resumable.add(run.script)
+    return frozenset(resumable)
+
+
+@contextlib.contextmanager
+def _on_sys_path(folder: Path):
+    """A script imports its siblings (run_utils) as it would when run from its folder."""
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+
+
+def _import_script(path: Path):
+    name = f"_sweep_checked_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and tyro look a class's module up there
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of a script's import is the same error
+        del sys.modules[name]
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise SystemExit(f"error: cannot import {path.name} to check the runs' flags: {type(exc).__name__}: {first}")
+    if not hasattr(module, "parse_args") and not hasattr(module, "Args"):
+        raise SystemExit(f"error: {path.name} has neither parse_args(argv) nor an Args dataclass, so sweep.py "
+                         "cannot check its flags")
+    return module
+
+
+def _parse_with_script(module, argv: list[str]):
+    """(parsed args, None), or (None, the parser's first error on one line)."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            if hasattr(module, "parse_args"):
+                return module.parse_args(argv), None
+            import tyro
+
+            return tyro.cli(module.Args, args=argv), None
+    except SystemExit as exc:
+        return None, first_error_line(out.getvalue()) or f"its parser exited with {exc.code} and no message"
+    except Exception as exc:  # noqa: BLE001 - a parser that raises rejects the run as much as one that exits
+        return None, f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_RULE = re.compile(r"[-─━═╭╮╰╯│┃|+ ]*[-─━═]{3,}[-─━═╭╮╰╯│┃|+ ]*")
+
+
+def first_error_line(text: str) -> str:
+    """The first error a parser printed, as one line. argparse ends its usage with `prog: error: MESSAGE`; tyro
+    prints a box, a title, a rule, then the message, which it wraps over several lines at the console width."""
+    lines = [_ANSI.sub("", line).strip().strip("│┃|").strip() for line in text.splitlines()]
+    for line in lines:
+        m = re.search(r"\berror: (.+)", line)
+        if m:
+            return m[1]
+    rules = [i for i, line in enumerate(lines) if _RULE.fullmatch(line)]
+    message = []
+    for line in lines[rules[0] + 1:] if rules else lines:
+        if message and (not line or _RULE.fullmatch(line)):
+            break
+        if line:
+            message.append(line)
+    return " ".join(message)
 
 
 def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
@@ -296,7 +443,7 @@ os.execv(sys.argv[2], sys.argv[2:])
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+    for sig, wait in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -516,32 +663,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs, tracking, track = build_grid(args, passthrough)
     sweep_dir = Path(args.sweep_dir or Path("sweeps") / (args.preset or "adhoc")).resolve()
-    script_dir = Path(args.script_dir).resolve()
-    group = args.wandb_group or sweep_dir.name
+    launch = Launch(sweep_dir, Path(args.script_dir).resolve(), tuple(tracking), track,
+                    args.wandb_group or sweep_dir.name)
+    launch = replace(launch, resumable=check_runs(runs, launch))
     threads = args.threads_per_run or max(1, math.ceil(args.cpus_per_run))
     done0 = {r.run_id for r in runs if finished_final(sweep_dir, r) is not None}
     todo = [r for r in runs if r.run_id not in done0]
+    n_resume = sum(launch.resume_from(r) is not None for r in todo)
 
     if args.dry_run:
         for r in runs:
-            status = "done" if r.run_id in done0 else "todo"
-            print(f"{status}  {r.run_id}  {shlex.join(command(r, sweep_dir, script_dir, tracking, track, group))}")
-        print(f"{len(runs)} runs: {len(done0)} done, {len(todo)} to run (sweep dir {sweep_dir})")
+            status = "done" if r.run_id in done0 else "resume" if launch.resume_from(r) is not None else "todo"
+            print(f"{status:6s}  {r.run_id}  {shlex.join(launch.command(r))}")
+        print(f"{len(runs)} runs: {len(done0)} done, {len(todo)} to run, {n_resume} of them from a checkpoint "
+              f"(sweep dir {sweep_dir})")
         return 0
 
-    missing = sorted({r.script for r in todo if not (script_dir / r.script).is_file()})
-    if missing:
-        raise SystemExit(f"error: script(s) not found in {script_dir}: {', '.join(missing)}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(sweep_dir)  # noqa: F841 - held until exit
-    print(f"sweep {sweep_dir}: {len(runs)} runs, {len(done0)} already done, {len(todo)} to run", flush=True)
+    print(f"sweep {sweep_dir}: {len(runs)} runs, {len(done0)} already done, {len(todo)} to run, {n_resume} of them "
+          "from a checkpoint", flush=True)
 
     status: dict[str, dict] = {r.run_id: {"status": "done" if r.run_id in done0 else "queued", "attempts": 0}
                                for r in runs}
     t_start = time.time()
     interrupted = False
     if todo:
-        interrupted = _execute(runs, todo, status, args, sweep_dir, script_dir, tracking, track, group, threads)
+        interrupted = _execute(runs, todo, status, args, launch, threads)
     wall = time.time() - t_start
 
     failed = [r for r in runs if status[r.run_id]["status"] == "failed"]
@@ -578,9 +726,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _execute(runs, todo, status, args, sweep_dir, script_dir, tracking, track, group, threads) -> bool:
+def _execute(runs, todo, status, args, launch: Launch, threads) -> bool:
     """Run `todo` on Ray, updating `status` in place; returns True if interrupted (Ctrl-C or SIGTERM)."""
-    ray, started = connect_ray(args.address, args.num_cpus, args.num_gpus)
+    sweep_dir = launch.sweep_dir
+    ray, ray_started = connect_ray(args.address, args.num_cpus, args.num_gpus)
     if __name__ != "__main__":
         # Imported (not run as a script): ship the task's code with it, since remote workers may lack this module.
         try:
@@ -602,14 +751,14 @@ def _execute(runs, todo, status, args, sweep_dir, script_dir, tracking, track, g
     queue = list(todo)
     in_flight: dict = {}
     bar = ProgressBar(len(runs))
-    started: dict = {}  # ref -> submission time
+    submitted: dict = {}  # ref -> submission time
     cap = 1
 
     def counts():
         done = sum(s["status"] == "done" for s in status.values())
         failed = sum(s["status"] == "failed" for s in status.values())
         now = time.time()
-        return done, [now - started[ref] for ref in in_flight], failed, len(queue), cap
+        return done, [now - submitted[ref] for ref in in_flight], failed, len(queue), cap
 
     stop_file = sweep_dir / f".stop-{os.getpid()}-{time.time_ns()}"
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
@@ -623,19 +772,19 @@ def _execute(runs, todo, status, args, sweep_dir, script_dir, tracking, track, g
                 st["status"] = "running"
                 rd = run_dir(sweep_dir, run)
                 rd.mkdir(parents=True, exist_ok=True)
-                cmd = command(run, sweep_dir, script_dir, tracking, track, group)
+                cmd = launch.command(run)  # per attempt: a retry resumes from the checkpoint of the last one
                 (rd / "run.json").write_text(json.dumps(
-                    {"script": run.script, "env_id": run.env_id, "seed": run.seed, "flags": list(run.flags),
-                     "label": run.label, "command": shlex.join(cmd)}, indent=2))
+                    {"script": run.script, "recipe": run.recipe, "env_id": run.env_id, "seed": run.seed,
+                     "flags": list(run.flags), "label": run.label, "command": shlex.join(cmd)}, indent=2))
                 ref = task.remote(cmd, str(rd), str(rd / "log.txt"), env_vars, st["attempts"], args.run_timeout,
                                   str(stop_file))
                 in_flight[ref] = run
-                started[ref] = time.time()
+                submitted[ref] = time.time()
             bar.update(*counts())
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
                 run = in_flight.pop(ref)
-                started.pop(ref)
+                submitted.pop(ref)
                 st = status[run.run_id]
                 try:
                     result = ray.get(ref)
@@ -656,11 +805,13 @@ def _execute(runs, todo, status, args, sweep_dir, script_dir, tracking, track, g
         return False
     except KeyboardInterrupt:
         bar.close()
-        print(f"\ninterrupted: stopping {len(in_flight)} running run(s)", file=sys.stderr, flush=True)
+        print(f"\ninterrupted: stopping {len(in_flight)} running run(s); each writes its checkpoint first "
+              f"(up to {TERM_GRACE_S} s; Ctrl-C again to stop them now, losing what they did since their last "
+              "checkpoint)", file=sys.stderr, flush=True)
         stop_file.touch()
         try:
-            ray.wait(list(in_flight), num_returns=len(in_flight), timeout=30)
-        except Exception:  # noqa: BLE001
+            ray.wait(list(in_flight), num_returns=len(in_flight), timeout=TERM_GRACE_S + 15)
+        except (Exception, KeyboardInterrupt):  # noqa: BLE001 - shutting Ray down below ends the runs at once
             pass
         for run in in_flight.values():
             status[run.run_id]["status"] = "done" if finished_final(sweep_dir, run) is not None else "interrupted"
@@ -670,7 +821,7 @@ def _execute(runs, todo, status, args, sweep_dir, script_dir, tracking, track, g
     finally:
         signal.signal(signal.SIGTERM, previous)
         stop_file.unlink(missing_ok=True)
-        if started:
+        if ray_started:
             ray.shutdown()
 
 
@@ -694,8 +845,8 @@ def _lock(sweep_dir: Path):
 
 def _write_status(sweep_dir: Path, runs: list[Run], status: dict, wall: float) -> None:
     out = {"written": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": wall,
-           "runs": {r.run_id: {"script": r.script, "env_id": r.env_id, "seed": r.seed, "flags": list(r.flags),
-                               **status[r.run_id]} for r in runs}}
+           "runs": {r.run_id: {"script": r.script, "recipe": r.recipe, "env_id": r.env_id, "seed": r.seed,
+                               "flags": list(r.flags), **status[r.run_id]} for r in runs}}
     tmp = sweep_dir / "sweep_status.json.tmp"
     tmp.write_text(json.dumps(out, indent=2))
     os.replace(tmp, sweep_dir / "sweep_status.json")

@@ -1,5 +1,6 @@
-"""sweep.py: grid expansion, a local Ray sweep, retries, resume after an interruption, a two-node Ray cluster and a
-real training script. Fake training scripts (written here, following the output contract of CONTRIBUTING.md) log
+"""sweep.py: grid expansion, checking every run's flags before anything starts, a local Ray sweep, retries, resume
+from checkpoints and after an interruption, a two-node Ray cluster and a real training script. Fake training scripts
+(written here, following the output contract of CONTRIBUTING.md and with a parse_args(argv) as the real ones) log
 every start to `<sweep-dir>/starts.log`, so each test can count exactly which runs were executed and how often."""
 import csv
 import json
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -22,38 +24,67 @@ import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Modes: ok finishes; fail always exits 3; flaky fails its first attempt; ckpt writes checkpoint.pt and is preempted
+# (exit 143) on a fresh start, and with --resume RUN_DIR finishes that run in place, deleting the checkpoint, as the
+# training scripts do. Only ckpt's parser takes --resume.
 FAKE = '''import argparse, json, os, sys, time
 from pathlib import Path
 MODE = "{mode}"
-p = argparse.ArgumentParser()
-p.add_argument("--seed", type=int, required=True)
-p.add_argument("--env-id", required=True)
-p.add_argument("--runs-dir", required=True)
-p.add_argument("--sleep", type=float, default=0.0)
-a, _ = p.parse_known_args()
-runs = Path(a.runs_dir)
-with open(runs.parent / "starts.log", "a") as f:
-    f.write(runs.name + "\\n")
-attempt = [l.strip() for l in open(runs.parent / "starts.log")].count(runs.name)
-print(f"fake {{MODE}} {{a.env_id}} seed {{a.seed}} attempt {{attempt}}", flush=True)
-time.sleep(a.sleep)
-if MODE == "fail" or (MODE == "flaky" and attempt == 1):
-    print(f"boom-{{a.env_id}}-{{a.seed}}-attempt{{attempt}}", flush=True)
-    sys.exit(3)
-run = runs / f"{{a.env_id}}__{{MODE}}__{{a.seed}}__{{int(time.time())}}"
-run.mkdir(parents=True, exist_ok=True)
-final = {{"env_id": a.env_id, "algo": MODE, "seed": a.seed, "mean_return": 10.0 * a.seed + len(a.env_id),
-          "argv": sys.argv[1:], "omp": os.environ.get("OMP_NUM_THREADS"), "mkl": os.environ.get("MKL_NUM_THREADS"),
-          "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}}
-(run / "final.json.tmp").write_text(json.dumps(final))
-os.replace(run / "final.json.tmp", run / "final.json")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--env-id", required=True)
+    p.add_argument("--runs-dir", required=True)
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--track", action="store_true")
+    p.add_argument("--wandb-group")
+    p.add_argument("--wandb-mode")
+    if MODE == "ckpt":
+        p.add_argument("--resume")
+    return p.parse_args(argv)
+
+
+def main(a):
+    runs = Path(a.runs_dir)
+    with open(runs.parent / "starts.log", "a") as f:
+        f.write(runs.name + "\\n")
+    attempt = [l.strip() for l in open(runs.parent / "starts.log")].count(runs.name)
+    print(f"fake {{MODE}} {{a.env_id}} seed {{a.seed}} attempt {{attempt}}", flush=True)
+    time.sleep(a.sleep)
+    if MODE == "fail" or (MODE == "flaky" and attempt == 1):
+        print(f"boom-{{a.env_id}}-{{a.seed}}-attempt{{attempt}}", flush=True)
+        sys.exit(3)
+    resumed_at = None
+    if MODE == "ckpt" and a.resume:
+        run = Path(a.resume)
+        resumed_at = json.loads((run / "checkpoint.pt").read_text())["step"]
+    else:
+        run = runs / f"{{a.env_id}}__{{MODE}}__{{a.seed}}__{{time.time_ns()}}"
+        run.mkdir(parents=True, exist_ok=True)
+    if MODE == "ckpt" and resumed_at is None:
+        (run / "checkpoint.pt").write_text(json.dumps({{"step": 50}}))
+        print("SIGTERM at step 50", flush=True)
+        sys.exit(143)
+    final = {{"env_id": a.env_id, "algo": MODE, "seed": a.seed, "mean_return": 10.0 * a.seed + len(a.env_id),
+              "argv": sys.argv[1:], "omp": os.environ.get("OMP_NUM_THREADS"),
+              "mkl": os.environ.get("MKL_NUM_THREADS"), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "resumed_at": resumed_at}}
+    (run / "final.json.tmp").write_text(json.dumps(final))
+    os.replace(run / "final.json.tmp", run / "final.json")
+    (run / "checkpoint.pt").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main(parse_args())
 '''
 
 
 @pytest.fixture(scope="module")
 def scripts(tmp_path_factory):
     d = tmp_path_factory.mktemp("fake_scripts")
-    for mode in ("ok", "fail", "flaky"):
+    for mode in ("ok", "fail", "flaky", "ckpt"):
         (d / f"{mode}.py").write_text(FAKE.format(mode=mode))
     return d
 
@@ -85,7 +116,7 @@ def free_port() -> int:
 # ---------------------------------------------------------------------------------------------------------- grid
 
 
-def test_presets_and_grid_expansion(capsys):
+def test_presets_and_grid_expansion(scripts, capsys):
     with open(ROOT / "reference" / "atari_100k_scores.csv") as f:
         games = [row["game"] for row in csv.DictReader(f)]
     p = sweep.presets()
@@ -95,8 +126,12 @@ def test_presets_and_grid_expansion(capsys):
 
     atari = sweep.expand_grid(p["atari100k"].variants, p["atari100k"].envs, p["atari100k"].seeds)
     assert len({r.run_id for r in atari}) == 390
-    assert {(r.script, r.flags) for r in atari} == {
-        ("nddqn_atari.py", ()), ("drq_dqn.py", ()), ("drq_dqn.py", ("--end-e", "0.01", "--eval-epsilon", "0.001", "--intensity-scale", "0.05"))}
+    # the named recipes of the scripts (issue 13), not hand-written flag lists
+    assert {(r.script, r.recipe, r.flags) for r in atari} == {
+        ("nddqn_atari.py", "efficient-dqn", ()), ("drq_dqn.py", "drq", ()), ("drq_dqn.py", "drq-eps", ())}
+    eps = next(r for r in atari if r.recipe == "drq-eps")
+    assert eps.run_id.startswith("drq_dqn.drq-eps__")
+    assert sweep.Launch(Path("/s"), ROOT).command(eps)[1:3] == [str(ROOT / "drq_dqn.py"), "drq-eps"]
     assert {r.env_id for r in atari} == set(games) and {r.seed for r in atari} == {1, 2, 3, 4, 5}
     ablation = sweep.expand_grid(p["report-ablation"].variants, p["report-ablation"].envs, p["report-ablation"].seeds)
     assert {(r.flags[1], r.flags[3]) for r in ablation} == {("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")}
@@ -119,25 +154,154 @@ def test_presets_and_grid_expansion(capsys):
 
     # Ad-hoc form with pass-through flags: 2 scripts x 2 envs x 3 seeds, flags reach every command; the wandb
     # routing flags reach it too but do not change the run ids (resuming with --track must not restart runs).
-    grid = ["--scripts", "a.py", "b.py", "--envs", "X", "ALE/Pong-v5", "--seeds", "1-3",
-            "--sweep-dir", "/nonexistent/s"]
-    sweep.main([*grid, "--dry-run", "--", "--end-e", "0.01", "--track", "--wandb-group", "G"])
+    grid = ["--script-dir", str(scripts), "--scripts", "ok.py", "flaky.py", "--envs", "X", "ALE/Pong-v5",
+            "--seeds", "1-3", "--sweep-dir", "/nonexistent/s"]
+    sweep.main([*grid, "--dry-run", "--", "--sleep", "0.01", "--track", "--wandb-group", "G"])
     tracked = capsys.readouterr().out.strip().splitlines()
     assert tracked[-1].startswith("12 runs: 0 done, 12 to run")
-    assert all(line.endswith("--end-e 0.01 --wandb-group G --track") for line in tracked[:-1])
-    sweep.main([*grid, "--dry-run", "--", "--end-e", "0.01"])
+    assert all(line.endswith("--sleep 0.01 --wandb-group G --track") for line in tracked[:-1])
+    sweep.main([*grid, "--dry-run", "--", "--sleep", "0.01"])
     plain = capsys.readouterr().out.strip().splitlines()
     ids = [line.split()[1] for line in plain[:-1]]
     assert ids == [line.split()[1] for line in tracked[:-1]] and len(set(ids)) == 12
-    assert "b__ALE-Pong-v5__3__" in " ".join(ids) and "--track" not in " ".join(plain)
+    assert "flaky__ALE-Pong-v5__3__" in " ".join(ids) and "--track" not in " ".join(plain)
     assert sweep.main(["--preset", "atari100k", "--dry-run"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("390 runs:")
 
     for argv, msg in ((["--scripts", "a.py", "--envs", "X", "--", "--seed", "3"], "--seed is set by sweep.py"),
+                      (["--scripts", "a.py", "--envs", "X", "--", "--resume", "r"], "--resume is set by sweep.py"),
+                      (["--preset", "atari100k", "--", "drq-eps"], "recipe after `--`"),
                       (["--preset", "nope"], "unknown preset"), (["--envs", "X"], "give --preset"),
                       (["--scripts", "missing.py", "--envs", "X", "--sweep-dir", "/nonexistent/s"], "not found")):
         with pytest.raises(SystemExit, match=msg):
             sweep.main(argv)
+
+
+# ------------------------------------------------------------------------ checks before anything starts
+
+
+def _no_ray(*args):
+    raise AssertionError("Ray was started")
+
+
+def test_bad_cell_fails_the_sweep_before_ray_with_one_line(scripts, tmp_path, monkeypatch):
+    d = tmp_path / "s"
+    # A flag one script rejects: the first bad cell is named, with the parser's own first error line.
+    out = run_sweep("--script-dir", str(scripts), "--scripts", "ok.py", "--envs", "A", "B", "--seeds", "1-2",
+                    "--sweep-dir", str(d), "--", "--sleep", "abc")
+    assert out.returncode != 0 and out.stdout == ""
+    assert out.stderr.splitlines() == [f"error: run ok__A__1__{sweep.flag_hash(('--sleep', 'abc'))} "
+                                       "(ok.py --sleep abc): argument --sleep: invalid float value: 'abc'"]
+    assert not d.exists()
+    # The real scripts, their tyro parsers and recipes: of two scripts only one knows the recipe drq-eps.
+    for dry in ((), ("--dry-run",)):
+        out = run_sweep("--scripts", "drq_dqn.py", "nddqn_atari.py", "--envs", "Pong", "--sweep-dir", str(d), *dry,
+                        "--", "drq-eps", "--batch-size", "16")
+        assert out.returncode != 0 and out.stdout == "" and not d.exists()
+        assert re.fullmatch(r"error: run nddqn_atari\.drq-eps__Pong__1__\w{8} \(nddqn_atari\.py drq-eps "
+                            r"--batch-size 16\): Unrecognized options: drq-eps.*\n", out.stderr), out.stderr
+    # in-process: nothing reaches Ray, nothing is written
+    monkeypatch.setattr(sweep, "connect_ray", _no_ray)
+    with pytest.raises(SystemExit, match=r"^error: run drq_dqn\.drq__Pong__1__\w{8} \(drq_dqn\.py drq "
+                                         r"--total-timesteps 1e3\): Error parsing --total-timesteps: invalid literal"):
+        sweep.main(["--preset", "atari100k", "--envs", "Pong", "--seeds", "1", "--sweep-dir", str(d),
+                    "--scripts", "drq_dqn.py", "--", "--total-timesteps", "1e3"])
+    assert not d.exists()
+    # tyro wraps a long message over several lines of its box: the error still comes back as one line
+    drq_dqn = sweep._import_script(ROOT / "drq_dqn.py")
+    args, error = sweep._parse_with_script(drq_dqn, ["--env-id", "Pong", "drq-eps"])
+    assert args is None and error.startswith("Cannot select subcommand 'drq-eps' because 'drq' was already") and \
+        "\n" not in error
+
+
+def test_missing_script_fails_with_one_line(scripts, tmp_path):
+    d = tmp_path / "s"
+    for dry in ((), ("--dry-run",)):
+        out = run_sweep("--script-dir", str(scripts), "--scripts", "ok.py", "nope.py", "--envs", "A",
+                        "--sweep-dir", str(d), *dry)
+        assert out.returncode != 0 and out.stdout == "" and not d.exists()
+        assert out.stderr.splitlines() == [f"error: script(s) not found in {scripts}: nope.py"]
+
+
+def test_unfinished_cell_resumes_from_its_checkpoint_and_finished_cell_is_skipped(scripts, tmp_path, capsys):
+    d = tmp_path / "s"
+    h = sweep.flag_hash(())
+    for run_id, folder, files in ((f"ckpt__A__1__{h}", "A__ckpt__1__1", ("checkpoint.pt",)),
+                                  (f"ckpt__A__2__{h}", "A__ckpt__2__1", ("final.json",)),
+                                  (f"ok__A__1__{h}", "A__ok__1__1", ("checkpoint.pt",))):  # ok.py takes no --resume
+        for name in files:
+            (d / run_id / folder).mkdir(parents=True)
+            (d / run_id / folder / name).write_text("{}")
+    assert sweep.main(["--script-dir", str(scripts), "--scripts", "ckpt.py", "ok.py", "--envs", "A",
+                       "--seeds", "1-3", "--sweep-dir", str(d), "--dry-run"]) == 0
+    lines = {run_id: f"{status} {cmd}" for status, run_id, cmd in
+             (line.split(None, 2) for line in capsys.readouterr().out.splitlines()[:-1])}
+    runs = f"--runs-dir {d}/"
+    assert lines == {
+        f"ckpt__A__1__{h}": f"resume python {scripts}/ckpt.py --seed 1 --env-id A {runs}ckpt__A__1__{h} "
+                            f"--resume {d}/ckpt__A__1__{h}/A__ckpt__1__1",
+        f"ckpt__A__2__{h}": f"done python {scripts}/ckpt.py --seed 2 --env-id A {runs}ckpt__A__2__{h}",
+        f"ckpt__A__3__{h}": f"todo python {scripts}/ckpt.py --seed 3 --env-id A {runs}ckpt__A__3__{h}",
+        f"ok__A__1__{h}": f"todo python {scripts}/ok.py --seed 1 --env-id A {runs}ok__A__1__{h}",
+        f"ok__A__2__{h}": f"todo python {scripts}/ok.py --seed 2 --env-id A {runs}ok__A__2__{h}",
+        f"ok__A__3__{h}": f"todo python {scripts}/ok.py --seed 3 --env-id A {runs}ok__A__3__{h}"}
+
+
+class FakeRay(types.ModuleType):
+    """Ray's API as _execute uses it, running each task at once in this process."""
+
+    class Ref:
+        def __init__(self, result):
+            self.result = result
+
+    def __init__(self):
+        super().__init__("ray")
+        self.shutdowns = 0
+
+    def remote(self, fn):
+        ref = self.Ref
+
+        class Task:
+            def options(self, **opts):
+                return self
+
+            def remote(self, *args):
+                return ref(fn(*args))
+
+        return Task()
+
+    def cluster_resources(self):
+        return {"CPU": 1.0}
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.result
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+@pytest.mark.parametrize("ray_started", [True, False])
+def test_retry_resumes_and_ray_is_shut_down_only_if_sweep_started_it(scripts, tmp_path, monkeypatch, ray_started):
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(sweep, "connect_ray", lambda *args: (fake, ray_started))
+    d = tmp_path / "s"
+    assert sweep.main(["--script-dir", str(scripts), "--scripts", "ckpt.py", "--envs", "A", "--sweep-dir", str(d),
+                       "--max-retries", "1"]) == 0
+    assert fake.shutdowns == (1 if ray_started else 0)
+    run_id = f"ckpt__A__1__{sweep.flag_hash(())}"
+    assert starts(d) == Counter({run_id: 2})
+    (folder,) = (d / run_id).glob("A__ckpt__*")  # the retry continued the preempted run in place
+    final = json.loads((folder / "final.json").read_text())
+    assert final["resumed_at"] == 50 and final["argv"][-2:] == ["--resume", str(folder)]
+    assert not (folder / "checkpoint.pt").exists()
+    attempts = re.findall(r"^=== attempt (\d) .*", (d / run_id / "log.txt").read_text(), re.M)
+    assert attempts == ["1", "2"]
+    commands = re.findall(r"^=== attempt \d .*$", (d / run_id / "log.txt").read_text(), re.M)
+    assert "--resume" not in commands[0] and commands[1].endswith(f"--resume {folder}")
 
 
 # ------------------------------------------------------------------------------------------------- local Ray
@@ -295,12 +459,13 @@ def test_interrupted_sweep_restarted_runs_only_the_missing_runs(cluster, scripts
 
 
 def test_real_atari_runs_through_the_sweep_and_report(cluster, tmp_path):
-    """The atari100k preset narrowed to Pong, seed 1: NDDQN, DrQ and DrQ(eps) for a few hundred steps each."""
+    """The atari100k preset narrowed to Pong, seed 1: NDDQN, DrQ and DrQ(eps) for a few hundred steps each (the
+    drq-eps recipe would play its last game to the end, as dopamine does, hundreds of steps more)."""
     address, env = cluster
     d = tmp_path / "s"
     args = ("--address", address, "--preset", "atari100k", "--envs", "Pong", "--seeds", "1", "--sweep-dir", str(d),
             "--", "--total-timesteps", "300", "--learning-starts", "200", "--log-interval", "100",
-            "--eval-episodes", "1", "--batch-size", "16", "--no-cuda")
+            "--eval-episodes", "1", "--batch-size", "16", "--no-finish-last-game", "--no-cuda")
     out = run_sweep(*args, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     finals = finished(d)
@@ -311,6 +476,8 @@ def test_real_atari_runs_through_the_sweep_and_report(cluster, tmp_path):
         assert (f["env_id"], f["seed"], f["total_timesteps"]) == ("PongNoFrameskip-v4", 1, 300)
         metrics = (d / run_id / f["run_name"] / "metrics.jsonl").read_text()
         assert "losses/td_loss" in metrics  # learning updates happened
+        recipe = json.loads((d / run_id / f["run_name"] / "args.json").read_text())["recipe"]
+        assert run_id.startswith(f"{f['algo']}.{recipe}__")  # the preset's recipe reached the script
         assert "final evaluation" in (d / run_id / "log.txt").read_text()
 
     i = args.index("--")
