@@ -1,15 +1,14 @@
 """DrQ on Atari 100k: n-step double dueling DQN ("Efficient DQN") with random-shift image augmentation.
 
-Reproduces the Atari half of Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021).
+Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021), section 5.3, and spec §2.
 Every constant follows spec/ALGORITHMS.md (cited as "spec §x"); `diff nddqn_atari.py drq_dqn.py`
-shows exactly what DrQ adds to the baseline.
-
-    python drq_dqn.py --env-id Breakout --seed 1                                   # DrQ as published
-    python drq_dqn.py --env-id Breakout --end-e 0.01 --eval-epsilon 0.001 --intensity-scale 0.05   # DrQ(eps)
+shows exactly what DrQ adds to the baseline. A named recipe of the Atari recipe table (spec §2.7) comes first,
+flags after it override its values; `--help` lists the recipes.
 """
 import copy
 import csv
 import json
+import math
 import os
 import random
 import subprocess
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -26,10 +26,32 @@ import torch.nn.functional as F
 import tyro
 
 HERE = Path(__file__).resolve().parent
+SCRIPT = Path(__file__).stem
+
+# dopamine's Atari 100k agent as it produced the published DrQ(eps) scores (labs/atari_100k at 8de9df0); spec §2.7
+# cites the file of every value, and each value is a flag of its own
+DOPAMINE_EPS = dict(end_e=0.01, eval_epsilon=0.001, conv_padding="same", noop_mode="dopamine",
+                    life_loss_ends_frame_skip=True, max_episode_frames=0, max_episode_steps=27_000,
+                    finish_last_game=True, buffer_size=1_000_000, truncated_windows="drop", replay_sampling="dopamine",
+                    step_counting="dopamine")
+# The Atari recipes (tyro subcommands), one table shared by both scripts: name -> (script, description, values).
+# A script's first recipe is its default.
+RECIPES = {
+    "efficient-dqn": ("nddqn_atari", "the DrQ paper's Efficient DQN baseline, DrQ without augmentation (spec §2.1)",
+                      {}),
+    "efficient-dqn-eps": ("nddqn_atari", "dopamine's configs/DrQ_eps.gin with data_augmentation = False (spec §2.7)",
+                          DOPAMINE_EPS),
+    "drq": ("drq_dqn", "DrQ with the paper's Atari settings (spec §2.1-2.4)", {}),
+    "drq-eps": ("drq_dqn", "DrQ(eps): dopamine's configs/DrQ_eps.gin and agent, value for value (spec §2.7)",
+                {**DOPAMINE_EPS, "intensity_scale": 0.05, "shift_range": "asymmetric", "shift_per": "batch"}),
+}
+DEFAULT_RECIPE = next(name for name, (script, _, _) in RECIPES.items() if script == SCRIPT)
 
 
 @dataclass
 class Args:
+    recipe: tyro.conf.Suppress[str] = DEFAULT_RECIPE
+    """the named recipe these values start from (a subcommand; spec §2.7), recorded in args.json"""
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (used in run_name and as `algo` in final.json)"""
     seed: int = 1
@@ -59,19 +81,36 @@ class Args:
     log_interval: int = 1000
     """agent steps between loss/SPS log points and progress lines (the only host syncs of the training loop)"""
 
-    # Environment (spec §2.3, §6 item 9)
+    # Environment (spec §2.3, §2.7, §6 item 9)
     env_id: str = "Breakout"
     """Atari game: `Breakout` or `BreakoutNoFrameskip-v4` (no sticky actions, minimal action set)"""
     noop_max: int = 30
     """up to this many no-op actions at the start of every game (spec §2.3 runner)"""
+    noop_mode: Literal["gymnasium", "dopamine"] = "gymnasium"
+    """`gymnasium`: 1..noop_max no-op frames, then the frame after them; `dopamine`: 0..noop_max-1 raw ALE no-ops,
+    and the game starts from the frame before them (its runner's _run_no_ops, spec §2.7)"""
+    life_loss_ends_frame_skip: bool = False
+    """if toggled, a life loss ends the agent step's 4-frame skip at once (dopamine's AtariPreprocessing, spec §2.7)"""
     max_episode_frames: int = 108_000
-    """a game is cut (truncated) after this many frames, 27k agent steps (spec §2.3)"""
+    """a game is cut (truncated) after this many ALE frames, no-op frames included (27k agent steps); 0 = no cap"""
+    max_episode_steps: int = 0
+    """if > 0, a game is cut after this many agent steps (dopamine's max_steps_per_episode 27000, spec §2.7)"""
 
-    # Algorithm (spec §2.3 DrQ.gin / DrQ_eps.gin, §6 item 8)
+    # Algorithm (spec §2.3 DrQ.gin / DrQ_eps.gin, §2.7, §6 item 8)
     total_timesteps: int = 100_000
     """agent steps of training; each is 4 frames, so 100k steps = 400k frames (spec §6 item 9)"""
+    finish_last_game: bool = False
+    """if toggled, train on past total_timesteps until the game then running ends (dopamine's Runner, spec §2.7)"""
     buffer_size: int = 100_000
-    """replay capacity in transitions; 100k = every transition of the run, dopamine's "unbounded" proxy"""
+    """replay capacity in transitions; 100k = every transition of the run; dopamine's "unbounded" proxy is 1M"""
+    truncated_windows: Literal["bootstrap", "drop"] = "bootstrap"
+    """n-step windows that reach a game cut: `bootstrap` from the game's last frame, or `drop` them from sampling
+    (dopamine's is_valid_transition, spec §2.7)"""
+    replay_sampling: Literal["iid", "dopamine"] = "iid"
+    """`iid`: uniform draws with replacement; `dopamine`: one draw in each 1/batch_size stratum of the stored
+    transitions, invalid ones redrawn uniformly (its prioritized buffer at unit priorities, spec §2.7)"""
+    step_counting: Literal["agent", "dopamine"] = "agent"
+    """`dopamine`: epsilon, the first and the last update follow dopamine's agent's counters (spec §2.7)"""
     learning_rate: float = 1e-4
     """Adam learning rate (spec §2.3, from DER)"""
     adam_eps: float = 1.5e-4
@@ -97,7 +136,8 @@ class Args:
     max_grad_norm: float = 0.0
     """clip the gradient norm to this value; 0 = no clipping as in dopamine (the DrQ appendix may say 10, spec §2.4)"""
     conv_padding: Literal["valid", "same"] = "valid"
-    """Nature-CNN padding: `valid` (Nature DQN, 3136 features) or `same` (flax's default in dopamine, 7744)"""
+    """Nature-CNN padding: `valid` (Nature DQN, 3136 features) or `same` (flax's default in dopamine: TF SAME per
+    layer, 7744 features, spec §2.7)"""
 
     # Final evaluation (spec §2.2, §6 item 9)
     eval_episodes: int = 100
@@ -107,13 +147,17 @@ class Args:
     eval_epsilon: float = 0.05
     """evaluation epsilon: 0.05 for DrQ as published, 0.001 for DrQ(eps); 1.0 plays uniformly at random"""
 
-    # DrQ (spec §1.3, §2.1, §2.3)
+    # DrQ (spec §1.3, §2.1, §2.3, §2.7)
     k: int = 1
     """K: augmented next states whose targets are averaged (the paper uses K=1 on Atari)"""
     m: int = 1
     """M: augmented current states whose losses are averaged (the paper uses M=1 on Atari)"""
     image_pad: int = 4
     """random-shift range: replicate-pad by this many pixels, then crop back to 84x84"""
+    shift_range: Literal["symmetric", "asymmetric"] = "symmetric"
+    """shifts in [-pad, pad] (the authors' PyTorch crop) or [-pad, pad - 1] (dopamine's offsets 0..7, spec §2.7)"""
+    shift_per: Literal["image", "batch"] = "image"
+    """one shift per image, or one per batch (dopamine's tree behind the published DrQ(eps) scores, spec §2.7)"""
     intensity_scale: float = 0.0
     """if > 0, multiply each augmented sample by 1 + scale * clip(N(0,1), -2, 2) (dopamine's 0.05, spec §2.3)"""
 
@@ -209,7 +253,6 @@ class Progress:
 
 def atari_games() -> list[str]:
     import ale_py
-    import gymnasium as gym
 
     gym.register_envs(ale_py)
     suffix = "NoFrameskip-v4"
@@ -226,12 +269,12 @@ def resolve_env_id(env_id: str) -> str:
 
 
 def make_env(env_id: str, seed: int, noop_max: int = 30, max_episode_frames: int = 108_000,
-             video_dir: str | None = None):
+             video_dir: str | None = None, noop_mode: str = "gymnasium", life_loss_ends_frame_skip: bool = False):
     """<Game>NoFrameskip-v4, no sticky actions, minimal action set, frame skip 4 with a max-pool over the last two
     frames, grayscale 84x84 (cv2 INTER_AREA), up to `noop_max` no-ops at reset. The frame stack is kept by the agent
-    (FrameStack below), and the game is not reset on a life loss (spec §2.3)."""
+    (FrameStack below), and the game is not reset on a life loss (spec §2.3). Dopamine's no-ops and frame skip
+    (spec §2.7) come from DopaminePreprocessing, gymnasium's AtariPreprocessing does the rest."""
     import ale_py
-    import gymnasium as gym
 
     gym.register_envs(ale_py)
     env = gym.make(env_id, repeat_action_probability=0.0, full_action_space=False,
@@ -240,10 +283,68 @@ def make_env(env_id: str, seed: int, noop_max: int = 30, max_episode_frames: int
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: episode == 0,
                                        disable_logger=True)
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=4, screen_size=84,
-                                          terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
+    if noop_mode == "dopamine" or life_loss_ends_frame_skip:
+        env = DopaminePreprocessing(env, noop_max, noop_mode, life_loss_ends_frame_skip)
+    else:
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=4, screen_size=84,
+                                              terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
     env.action_space.seed(seed)
     return env
+
+
+class DopaminePreprocessing(gym.Wrapper):
+    """dopamine's atari_lib.AtariPreprocessing with its Atari 100k runner's no-ops (8de9df0, spec §2.7), on the
+    gymnasium API. Same frames as gymnasium's AtariPreprocessing except where a flag asks for dopamine's behaviour:
+    - noop_mode "dopamine": 0..noop_max-1 no-ops sent to the ALE directly, so the game's first observation is the
+      frame from before them (eval_run_experiment.MaxEpisodeEvalRunner._run_no_ops, in training and evaluation);
+    - life_loss_ends_frame_skip: a life loss ends the 4-frame skip at once, and the observation pools whatever the two
+      screen buffers hold then (AtariPreprocessing.step with terminal_on_life_loss = True)."""
+
+    def __init__(self, env: gym.Env, noop_max: int, noop_mode: str, life_loss_ends_frame_skip: bool):
+        super().__init__(env)
+        self.noop_max, self.noop_mode, self.stop_on_life_loss = noop_max, noop_mode, life_loss_ends_frame_skip
+        self.observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
+        self.ale = env.unwrapped.ale
+        self.screens = [np.zeros(self.ale.getScreenDims(), dtype=np.uint8) for _ in range(2)]
+        self.lives = 0
+
+    def observe(self) -> np.ndarray:
+        import cv2
+
+        # in place, as dopamine pools: the pooled frame stays in screens[0], which a step cut short pools again
+        np.maximum(self.screens[0], self.screens[1], out=self.screens[0])
+        return cv2.resize(self.screens[0], (84, 84), interpolation=cv2.INTER_AREA)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        _, info = self.env.reset(seed=seed, options=options)
+        noops = int(self.env.unwrapped.np_random.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
+        for _ in range(noops if self.noop_mode == "gymnasium" else 0):
+            _, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                _, info = self.env.reset(seed=seed, options=options)
+        self.ale.getScreenGrayscale(self.screens[0])
+        self.screens[1].fill(0)
+        if self.noop_mode == "dopamine":
+            for _ in range(noops - 1):  # dopamine's jax.random.randint(0, max_noops) excludes its upper bound
+                self.ale.act(0)
+            if self.ale.game_over():
+                _, info = self.env.reset(seed=seed, options=options)
+                self.ale.getScreenGrayscale(self.screens[0])
+        self.lives = self.ale.lives()
+        return self.observe(), info
+
+    def step(self, action: int):
+        total_reward = 0.0
+        for t in range(4):
+            _, reward, terminated, truncated, info = self.env.step(action)
+            total_reward += float(reward)
+            life_lost = self.stop_on_life_loss and self.ale.lives() < self.lives
+            self.lives = self.ale.lives()
+            if terminated or truncated or life_lost:
+                break
+            if t >= 2:
+                self.ale.getScreenGrayscale(self.screens[t - 2])
+        return self.observe(), total_reward, terminated, truncated, info
 
 
 def human_random_scores() -> dict[str, tuple[float, float]]:
@@ -281,19 +382,27 @@ class FrameStack:
 # Network, replay buffer, update
 
 
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF/flax SAME padding of one axis: the output has ceil(size / stride) positions, the padding they need is split
+    with the extra pixel after (bottom, right)."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
 class QNetwork(nn.Module):
     """Nature CNN (32-8x8/4, 64-4x4/2, 64-3x3/1) -> one shared 512-unit layer -> dueling heads
     Q = V + A - mean(A); xavier-uniform weights and zero biases as in dopamine's network (spec §2.3)."""
 
     def __init__(self, n_actions: int, frame_stack: int = 4, padding: str = "valid"):
         super().__init__()
-        pads = (0, 0, 0) if padding == "valid" else (2, 1, 1)
-        self.convs = nn.Sequential(
-            nn.Conv2d(frame_stack, 32, 8, stride=4, padding=pads[0]), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2, padding=pads[1]), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1, padding=pads[2]), nn.ReLU(),
-            nn.Flatten(),
-        )
+        layers, size = [], 84
+        for c_in, c_out, kernel, stride in ((frame_stack, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)):
+            if padding == "same":  # TF/flax SAME: the odd pixel goes after (84 -> 21 -> 11 -> 11, spec §2.7)
+                before, after = same_padding(size, kernel, stride)
+                layers.append(nn.ZeroPad2d((before, after, before, after)))
+                size = math.ceil(size / stride)
+            layers += [nn.Conv2d(c_in, c_out, kernel, stride=stride), nn.ReLU()]
+        self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
             n_flat = self.convs(torch.zeros(1, frame_stack, 84, 84)).shape[1]
         self.hidden = nn.Sequential(nn.Linear(n_flat, 512), nn.ReLU())
@@ -325,10 +434,16 @@ class ReplayBuffer:
     marks the first row of a segment: stack positions before it are zero, never frames of the previous life or
     game. A game cut by the frame limit (truncation) gets one extra row holding its last frame, with no action,
     so windows that reach the cut bootstrap from the true last state. Stacks, n-step returns and bootstrap
-    discounts are assembled at sample time with tensor ops. 100k transitions take 100k * 7056 B = 0.71 GB."""
+    discounts are assembled at sample time with tensor ops. 100k transitions take 100k * 7056 B = 0.71 GB.
 
-    def __init__(self, capacity: int, n_step: int, gamma: float, frame_stack: int, device: torch.device):
+    truncated_windows="drop" and sampling="dopamine" follow dopamine's replay instead (spec §2.7). Its buffer writes
+    3 zero frames ("slots") before every segment's first transition and judges windows in those slots: `slot_count`
+    is its add_count, and the newest transitions' slots are kept to apply its rules exactly."""
+
+    def __init__(self, capacity: int, n_step: int, gamma: float, frame_stack: int, device: torch.device,
+                 truncated_windows: str = "bootstrap", sampling: str = "iid"):
         self.capacity, self.n_step, self.gamma, self.stack, self.device = capacity, n_step, gamma, frame_stack, device
+        self.truncated_windows, self.sampling = truncated_windows, sampling
         self.frames = torch.zeros((capacity, 84, 84), dtype=torch.uint8, device=device)
         self.actions = torch.zeros(capacity, dtype=torch.long, device=device)
         self.rewards = torch.zeros(capacity, dtype=torch.float32, device=device)
@@ -336,8 +451,11 @@ class ReplayBuffer:
         self.first = torch.zeros(capacity, dtype=torch.bool, device=device)
         self.has_action = torch.zeros(capacity, dtype=torch.bool, device=device)
         self.count = 0  # rows ever written; row r lives at r % capacity
-        self.final_rows: list[int] = []  # absolute rows without an action (truncations), excluded from sampling
-        self._final_tensor = torch.zeros(0, dtype=torch.long, device=device)
+        self.final_rows: list[int] = []  # absolute rows without an action (truncations)
+        self.skip_rows: list[int] = []  # sorted absolute rows never sampled: final rows, and dropped windows' starts
+        self._skip_cache: tuple[list[int], torch.Tensor] = ([], torch.zeros(0, dtype=torch.long, device=device))
+        self.slot_count = 0
+        self.recent_slots: list[tuple[int, int]] = []  # (row, slot) of the newest n_step + 1 transitions
         self.discounts = gamma ** torch.arange(n_step + 1, dtype=torch.float32, device=device)
 
     def _write(self, frame, action: int, reward: float, terminal: bool, first: bool, has_action: bool) -> None:
@@ -348,9 +466,17 @@ class ReplayBuffer:
         self.count += 1
 
     def add(self, frame, action: int, reward: float, terminal: bool, first: bool) -> None:
+        self.slot_count += 1 + (self.stack - 1) * first
+        self.recent_slots = self.recent_slots[-self.n_step:] + [(self.count, self.slot_count - 1)]
         self._write(frame, action, reward, terminal, first, True)
 
     def add_final(self, frame) -> None:
+        dropped = set()
+        if self.truncated_windows == "drop":
+            # dopamine's is_valid_transition rejects a transition whose n slots hold a non-terminal episode end
+            cut = self.recent_slots[-1][1]
+            dropped = {row for row, slot in self.recent_slots if slot > cut - self.n_step}
+        self.skip_rows = sorted(set(self.skip_rows) | dropped | {self.count})
         self.final_rows.append(self.count)
         self._write(frame, 0, 0.0, False, False, False)
 
@@ -369,20 +495,49 @@ class ReplayBuffer:
         return self.frames[window] * keep[:, :, None, None]
 
     def sample_rows(self, batch_size: int) -> torch.Tensor:
-        """Uniform over samplable rows, skipping truncation rows exactly (searchsorted over their sorted positions)."""
+        """Uniform over samplable rows, skipping skip_rows exactly (searchsorted over their sorted positions)."""
         lo, hi = self.sample_range()
         self.final_rows = [r for r in self.final_rows if r >= lo]
-        finals = [r for r in self.final_rows if r <= hi]
-        if len(finals) != len(self._final_tensor):
-            self._final_tensor = torch.tensor(finals, dtype=torch.long, device=self.device)
-        n = hi - lo + 1 - len(finals)
+        self.skip_rows = [r for r in self.skip_rows if r >= lo]
+        if self.sampling == "dopamine":
+            return self._sample_rows_dopamine(batch_size, lo)
+        skips = self._skip_tensor([r for r in self.skip_rows if r <= hi])
+        n = hi - lo + 1 - len(skips)
         if n <= 0:
             raise RuntimeError("the replay buffer holds no complete n-step transition yet")
-        v = torch.randint(0, n, (batch_size,), device=self.device)
-        if len(finals):
-            skipped = self._final_tensor - lo - torch.arange(len(finals), device=self.device)
-            v = v + torch.searchsorted(skipped, v, right=True)
-        return lo + v
+        return lo + self._skip(torch.randint(0, n, (batch_size,), device=self.device), skips - lo)
+
+    def _skip_tensor(self, rows: list[int]) -> torch.Tensor:
+        if rows != self._skip_cache[0]:  # rebuilt only when a row enters or leaves the range: no host sync per draw
+            self._skip_cache = (rows, torch.tensor(rows, dtype=torch.long, device=self.device))
+        return self._skip_cache[1]
+
+    def _skip(self, v: torch.Tensor, skipped: torch.Tensor) -> torch.Tensor:
+        """The v-th offset that is not in `skipped` (sorted offsets)."""
+        if len(skipped):
+            v = v + torch.searchsorted(skipped - torch.arange(len(skipped), device=self.device), v, right=True)
+        return v
+
+    def _sample_rows_dopamine(self, batch_size: int, lo: int) -> torch.Tensor:
+        """dopamine's prioritized buffer at unit priorities (sum_tree.stratified_sample, sample_index_batch): one draw
+        in each of batch_size equal strata of the stored transitions in storage order; an invalid draw is replaced
+        by uniform draws until valid. Invalid: in the newest n slots (zero slots count), or in skip_rows. Exact while
+        no row has been overwritten, as with dopamine's 1M capacity."""
+        finals = torch.tensor(self.final_rows, dtype=torch.long, device=self.device) - lo
+        n = self.count - lo - len(finals)  # stored transitions
+        newest = max((row for row, slot in self.recent_slots if slot < self.slot_count - self.n_step), default=-1)
+        if newest < lo:
+            raise RuntimeError("the replay buffer holds no complete n-step transition yet")
+        skip = torch.tensor(self.skip_rows, dtype=torch.long, device=self.device)
+        strata = (torch.arange(batch_size, device=self.device) + torch.rand(batch_size, device=self.device,
+                                                                             dtype=torch.float64)) / batch_size
+        rows = lo + self._skip((strata * n).long().clamp(max=n - 1), finals)
+        invalid = (rows > newest) | torch.isin(rows, skip)
+        while invalid.any():
+            redraw = torch.randint(0, n, (int(invalid.sum()),), device=self.device)
+            rows[invalid] = lo + self._skip(redraw, finals)
+            invalid = (rows > newest) | torch.isin(rows, skip)
+        return rows
 
     def sample(self, batch_size: int, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """obs, action, n-step return G = sum_k gamma^k r_{t+k} (stopping at a segment end), the bootstrap
@@ -403,31 +558,35 @@ class ReplayBuffer:
                 "discounts": discount, "next_obs": self.stacks(rows + length)}
 
 
-def augment(x: torch.Tensor, copies: int, pad: int, intensity_scale: float) -> torch.Tensor:
-    """`copies` independent random shifts of every sample (copy-major: rows c*B..c*B+B-1 are copy c), then optional
-    multiplicative intensity noise per sample (dopamine's drq_image_augmentation, spec §2.3)."""
-    x = random_shift(x.repeat(copies, 1, 1, 1), pad)
+def augment(x: torch.Tensor, copies: int, pad: int, intensity_scale: float, shift_range: str = "symmetric",
+            shift_per: str = "image", shift: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+    """`copies` random shifts of every sample (copy-major), one per image or per copy (spec §2.7), then optional
+    intensity noise per sample (dopamine's drq_image_augmentation); `shift` and N(0,1) `noise` replace the draws."""
+    x = x.repeat(copies, 1, 1, 1)
+    if shift is None:
+        high = pad + 1 if shift_range == "symmetric" else max(pad, 1)  # dopamine's randint excludes its bound
+        shift = torch.randint(-pad, high, (x.shape[0] if shift_per == "image" else copies, 2), device=x.device)
+    x = random_shift(x, pad, shift.repeat_interleave(x.shape[0] // len(shift), 0))
     if intensity_scale > 0:
-        noise = 1.0 + intensity_scale * torch.randn(x.shape[0], 1, 1, 1, device=x.device).clamp(-2.0, 2.0)
-        x = x.float() * noise
+        noise = torch.randn(x.shape[0], device=x.device) if noise is None else noise
+        x = x.float() * (1.0 + intensity_scale * noise.clamp(-2.0, 2.0))[:, None, None, None]
     return x
 
 
 def td_loss(q_network: QNetwork, target_network: QNetwork, batch: dict[str, torch.Tensor],
             args: Args) -> tuple[torch.Tensor, torch.Tensor]:
     """Huber loss of Q(s, a) against the double-DQN n-step target G + gamma^L Q_target(s', argmax_a Q(s', a)).
-    DrQ: the target is averaged over K shifted copies of s', the loss over M shifted copies of s; all K (and all M)
-    copies go through the network as one batch."""
-    b = batch["actions"].shape[0]
+    DrQ: the target averages K shifted copies of s', the loss M shifted copies of s, each K (M) as one batch."""
     with torch.no_grad():
-        next_obs = augment(batch["next_obs"], args.k, args.image_pad, args.intensity_scale)
+        next_obs = augment(batch["next_obs"], args.k, args.image_pad, args.intensity_scale, args.shift_range,
+                           args.shift_per)
         next_q_online = q_network(next_obs)
         # with a target synced every step the target network *is* the online one: skip the duplicate forward pass
         next_q_target = next_q_online if target_network is q_network else target_network(next_obs)
         next_actions = next_q_online.argmax(dim=1, keepdim=True)
-        next_q = next_q_target.gather(1, next_actions).view(args.k, b).mean(0)
+        next_q = next_q_target.gather(1, next_actions).view(args.k, -1).mean(0)
         target = batch["returns"] + batch["discounts"] * next_q
-    obs = augment(batch["obs"], args.m, args.image_pad, args.intensity_scale)
+    obs = augment(batch["obs"], args.m, args.image_pad, args.intensity_scale, args.shift_range, args.shift_per)
     q = q_network(obs).gather(1, batch["actions"].repeat(args.m)[:, None]).squeeze(1)
     return F.smooth_l1_loss(q, target.repeat(args.m)), q
 
@@ -469,27 +628,26 @@ def epsilon_greedy(q_network: QNetwork, state: torch.Tensor, epsilon: float, rng
 
 
 def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_steps: int, epsilon: float,
-             device: torch.device, noop_max: int = 30, max_episode_frames: int = 108_000,
-             video_dir: str | None = None) -> tuple[list[float], int]:
-    """Plays complete games (all lives, until game over or the frame limit) with an epsilon-greedy policy on raw
-    frames and returns their undiscounted, unclipped scores and the agent steps used. With min_steps > 0 it plays
+             device: torch.device, video_dir: str | None = None, max_episode_steps: int = 0,
+             **env_options) -> tuple[list[float], int]:
+    """Plays complete games (all lives, until game over or the frame or step cap) with an epsilon-greedy policy on
+    raw frames and returns their undiscounted, unclipped scores and the agent steps used. With min_steps > 0 it plays
     complete games until at least min_steps agent steps are done (dopamine's step-based protocol), else `episodes`
     games. A life loss restarts the agent's frame stack (as in training) but not the game."""
-    env = make_env(env_id, seed, noop_max, max_episode_frames, video_dir)
+    env = make_env(env_id, seed, video_dir=video_dir, **env_options)
     rng = np.random.default_rng(seed)
     stack = FrameStack(4, device)
     returns, steps = [], 0
     frame, info = env.reset(seed=seed)
-    state, lives, score = stack.reset(frame), info["lives"], 0.0
+    state, lives, score, length = stack.reset(frame), info["lives"], 0.0, 0
     q_network.eval()
     while (steps < min_steps) if min_steps > 0 else (len(returns) < episodes):
         frame, reward, terminated, truncated, info = env.step(epsilon_greedy(q_network, state, epsilon, rng))
-        score += float(reward)
-        steps += 1
-        if terminated or truncated:
+        score, length, steps = score + float(reward), length + 1, steps + 1
+        if terminated or truncated or length == max_episode_steps:
             returns.append(score)
             frame, info = env.reset()
-            state, lives, score = stack.reset(frame), info["lives"], 0.0
+            state, lives, score, length = stack.reset(frame), info["lives"], 0.0, 0
         elif info["lives"] < lives:
             state, lives = stack.reset(frame), info["lives"]
         else:
@@ -516,14 +674,32 @@ def validate(args: Args) -> None:
         raise SystemExit("error: --eval-epsilon and --end-e must lie in [0, 1]")
     if args.eval_episodes < 1 and args.eval_steps < 1:
         raise SystemExit("error: set --eval-episodes >= 1 or --eval-steps >= 1")
+    if min(args.noop_max, args.max_episode_frames, args.max_episode_steps) < 0:
+        raise SystemExit("error: --noop-max, --max-episode-frames and --max-episode-steps must be >= 0")
     if args.eval_checkpoint and not Path(args.eval_checkpoint).is_file():
         raise SystemExit(f"error: checkpoint {args.eval_checkpoint!r} does not exist")
+
+
+def env_options(args: Args) -> dict:
+    """make_env's settings from the flags, for training and evaluation alike."""
+    return {"noop_max": args.noop_max, "max_episode_frames": args.max_episode_frames, "noop_mode": args.noop_mode,
+            "life_loss_ends_frame_skip": args.life_loss_ends_frame_skip}
+
+
+def learns_now(step: int, rb: ReplayBuffer, last_step: bool, args: Args) -> bool:
+    """Whether an update follows the transition of agent step `step`. Counting agent steps: from step learning_starts
+    on, every train_frequency steps. Counting as dopamine's agent does (spec §2.7): it trains before each action, so
+    never after the run's last transition; its step counter runs one ahead of ours; and it compares
+    min_replay_history with its buffer's add_count, which counts 3 zero slots before every segment."""
+    if args.step_counting == "agent":
+        return step >= args.learning_starts and step % args.train_frequency == 0
+    return not last_step and rb.slot_count > args.learning_starts and (step + 1) % args.train_frequency == 0
 
 
 def final_evaluation(q_network, args, env_id, device, logger, trained_steps, start_time) -> dict:
     video_dir = str(logger.dir / "videos") if args.capture_video else None
     returns, steps = evaluate(q_network, env_id, args.seed + 10_000, args.eval_episodes, args.eval_steps,
-                              args.eval_epsilon, device, args.noop_max, args.max_episode_frames, video_dir)
+                              args.eval_epsilon, device, video_dir, args.max_episode_steps, **env_options(args))
     mean_return = float(np.mean(returns)) if returns else float("nan")
     final = {"env_id": env_id, "algo": args.exp_name, "seed": args.seed, "total_timesteps": trained_steps,
              "eval_episodes": len(returns), "eval_steps": steps, "eval_epsilon": args.eval_epsilon,
@@ -549,7 +725,7 @@ def main(args: Args) -> dict:
 
     run_name = f"{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     start_time = time.time()
-    env = make_env(env_id, args.seed, args.noop_max, args.max_episode_frames)
+    env = make_env(env_id, args.seed, **env_options(args))
     q_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
 
     if args.eval_checkpoint:
@@ -564,7 +740,8 @@ def main(args: Args) -> dict:
     logger = RunLogger(args, run_name, args.exp_name)
     target_network = make_target_network(q_network, args)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
-    rb = ReplayBuffer(args.buffer_size, args.n_step, args.gamma, 4, device)
+    rb = ReplayBuffer(args.buffer_size, args.n_step, args.gamma, 4, device, args.truncated_windows,
+                      args.replay_sampling)
     stack = FrameStack(4, device)
     rng = np.random.default_rng(args.seed)
     progress = Progress(args.total_timesteps)
@@ -573,18 +750,23 @@ def main(args: Args) -> dict:
     state, lives, first = stack.reset(frame), info["lives"], True
     score, length, recent = 0.0, 0, []
     loss = q_mean = None
-    for global_step in range(args.total_timesteps):
-        epsilon = linear_schedule(global_step, args.learning_starts, args.exploration_steps, args.start_e, args.end_e)
+    global_step, game_ended = 0, False
+    # with --finish-last-game, as dopamine's Runner: the game running at total_timesteps is played (and learnt) out
+    while global_step < args.total_timesteps or (args.finish_last_game and not game_ended):
+        counted = global_step + (args.step_counting == "dopamine")  # dopamine counts the step before acting
+        epsilon = linear_schedule(counted, args.learning_starts, args.exploration_steps, args.start_e, args.end_e)
         action = epsilon_greedy(q_network, state, epsilon, rng)
         next_frame, reward, terminated, truncated, info = env.step(action)
         score, length = score + float(reward), length + 1
+        truncated = truncated or length == args.max_episode_steps
         life_lost = info["lives"] < lives
         # rewards are clipped for learning only; a life loss is terminal for the learner only (spec §6 item 9)
         rb.add(frame, action, float(np.clip(reward, -1.0, 1.0)), terminated or life_lost, first)
         if truncated and not (terminated or life_lost):
             rb.add_final(next_frame)
 
-        if terminated or truncated:
+        game_ended = terminated or truncated
+        if game_ended:
             logger.log(global_step, **{"charts/episodic_return": score, "charts/episodic_length": length})
             recent = (recent + [score])[-10:]
             next_frame, info = env.reset()
@@ -595,7 +777,8 @@ def main(args: Args) -> dict:
             state, first = stack.push(next_frame), False
         frame, lives = next_frame, info["lives"]
 
-        if global_step >= args.learning_starts and global_step % args.train_frequency == 0:
+        last_step = global_step + 1 >= args.total_timesteps and (game_ended or not args.finish_last_game)
+        if learns_now(global_step, rb, last_step, args):
             loss, q_mean = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args)
             if target_network is not q_network and global_step % args.target_network_frequency == 0:
                 sync_target(target_network, q_network)
@@ -606,15 +789,27 @@ def main(args: Args) -> dict:
                 metrics.update({"losses/td_loss": loss.item(), "losses/q_values": q_mean.item()})
             logger.log(global_step + 1, **metrics)
             print(progress.line(global_step + 1, float(np.mean(recent)) if recent else None), flush=True)
+        global_step += 1
     env.close()
 
     if args.save_model:
         path = logger.dir / "model.pt"
         torch.save({"q_network": q_network.state_dict(), "env_id": env_id, "args": vars(args),
-                    "trained_steps": args.total_timesteps}, path)
+                    "trained_steps": global_step}, path)
         print(f"model saved to {path}")
-    return final_evaluation(q_network, args, env_id, device, logger, args.total_timesteps, start_time)
+    return final_evaluation(q_network, args, env_id, device, logger, global_step, start_time)
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line: one of this script's recipes (a tyro subcommand, DEFAULT_RECIPE if none is named), then
+    flags that override its values."""
+    mine = {name: (doc, Args(recipe=name, **values)) for name, (script, doc, values) in RECIPES.items()
+            if script == SCRIPT}
+    recipes = tyro.extras.subcommand_type_from_defaults({name: args for name, (_, args) in mine.items()},
+                                                       {name: doc for name, (doc, _) in mine.items()},
+                                                       prefix_names=False)
+    return tyro.cli(recipes, args=argv, default=mine[DEFAULT_RECIPE][1], config=(tyro.conf.CascadeSubcommandArgs,))
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_args())

@@ -1,6 +1,7 @@
 """Atari 100k scripts (nddqn_atari.py, drq_dqn.py): each test checks behaviour against an independent computation."""
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -387,6 +388,7 @@ def test_smoke_trains_evaluates_saves_and_reloads(script, extra, tmp_path):
     (["--batch-size", "64", "--buffer-size", "32"], "--batch-size 64 must be between 1 and --buffer-size 32"),
     (["--eval-checkpoint", "/nonexistent/model.pt"], "checkpoint '/nonexistent/model.pt' does not exist"),
     (["--cuda"], "--cuda was given but torch sees no CUDA device"),
+    (["drq-eps", "--max-episode-steps", "-1"], "--noop-max, --max-episode-frames and --max-episode-steps must be >= 0"),
 ])
 def test_bad_input_fails_with_one_line(flags, message):
     if "--cuda" in flags and torch.cuda.is_available():
@@ -397,9 +399,252 @@ def test_bad_input_fails_with_one_line(flags, message):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("script", ["nddqn_atari.py", "drq_dqn.py"])
-def test_help_lists_flags(script):
+@pytest.mark.parametrize("script,recipes", [("nddqn_atari.py", ("efficient-dqn", "efficient-dqn-eps")),
+                                             ("drq_dqn.py", ("drq", "drq-eps"))])
+def test_help_lists_flags_and_recipes(script, recipes):
     out = run_script(script, "--help").stdout
-    for flag in ("--env-id", "--total-timesteps", "--end-e", "--eval-epsilon", "--n-step", "--save-model"):
+    for flag in ("--env-id", "--total-timesteps", "--end-e", "--eval-epsilon", "--n-step", "--save-model",
+                 "--noop-mode", "--replay-sampling", "--finish-last-game", *recipes):
         assert flag in out
-    assert ("--intensity-scale" in out) == (script == "drq_dqn.py")
+    assert "(default: " + recipes[0] + ")" in out
+    assert ("--intensity-scale" in out) == ("--shift-per" in out) == (script == "drq_dqn.py")
+
+
+
+# ------------------------------------------------------------------------------------------------ SAME padding
+def test_same_padding_follows_the_tf_formula_layer_by_layer():
+    net = drq_dqn.QNetwork(4, padding="same")
+    seen = []  # (input size, padding, kernel, stride) of every conv, as the forward pass meets them
+    for pad, conv in zip(net.convs[0::3], net.convs[1::3]):
+        assert isinstance(pad, torch.nn.ZeroPad2d) and isinstance(conv, torch.nn.Conv2d)
+        pad.register_forward_hook(lambda m, inp, out, seen=seen: seen.append([inp[0].shape[-1], m.padding]))
+        conv.register_forward_hook(lambda m, inp, out, seen=seen: seen[-1].extend([m.kernel_size[0], m.stride[0],
+                                                                                   out.shape[-1]]))
+    features = net.convs(torch.zeros(1, 4, 84, 84))
+    for n, (left, right, top, bottom), k, s, n_out in seen:
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        assert (left, top) == (total // 2, total // 2) and (right, bottom) == (total - total // 2,) * 2
+        assert n_out == math.ceil(n / s)  # SAME keeps ceil(n / s) positions
+    assert [pad for _, pad, *_ in seen] == [(2, 2, 2, 2), (1, 2, 1, 2), (1, 1, 1, 1)]
+    assert features.shape == (1, 11 * 11 * 64) and net.hidden[0].in_features == 7744
+    assert nddqn_atari.QNetwork(4).hidden[0].in_features == 7 * 7 * 64  # valid padding is unchanged
+
+
+def test_same_padded_network_equals_convolutions_of_explicitly_padded_inputs():
+    torch.manual_seed(0)
+    net = drq_dqn.QNetwork(5, padding="same")
+    x = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    h = x.float() / 255.0
+    for conv in [m for m in net.convs if isinstance(m, torch.nn.Conv2d)]:
+        n, k, s = h.shape[-1], conv.kernel_size[0], conv.stride[0]
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        padded = F.pad(h, (total // 2, total - total // 2, total // 2, total - total // 2))
+        h = F.relu(F.conv2d(padded, conv.weight, conv.bias, stride=s, padding=0))
+    hidden = net.hidden(h.flatten(1))
+    adv = net.advantage(hidden)
+    assert h.shape[1:] == (64, 11, 11)
+    assert torch.allclose(net(x), net.value(hidden) + adv - adv.mean(1, keepdim=True), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+def test_recipes_hold_the_references_values_and_flags_override_them():
+    default = drq_dqn.parse_args(["--env-id", "Pong", "--end-e", "0.02"])
+    assert default.recipe == "drq" and default.env_id == "Pong" and default.end_e == 0.02
+    assert drq_dqn.parse_args([]) == drq_dqn.Args() and drq_dqn.Args().end_e == 0.1
+    args = drq_dqn.parse_args(["drq-eps", "--env-id", "Breakout", "--seed", "1"])
+    # dopamine labs/atari_100k at 8de9df0: configs/DrQ_eps.gin, atari_100k_rainbow_agent.py, eval_run_experiment.py,
+    # jax/networks.py, discrete_domains/run_experiment.py and atari_lib.py, replay_memory/* (spec §2.7)
+    expected = {"recipe": "drq-eps", "env_id": "Breakout", "seed": 1, "end_e": 0.01, "eval_epsilon": 0.001,
+                "intensity_scale": 0.05, "conv_padding": "same", "shift_range": "asymmetric", "shift_per": "batch",
+                "noop_mode": "dopamine", "noop_max": 30, "life_loss_ends_frame_skip": True, "max_episode_frames": 0,
+                "max_episode_steps": 27_000, "finish_last_game": True, "buffer_size": 1_000_000,
+                "truncated_windows": "drop", "replay_sampling": "dopamine", "step_counting": "dopamine",
+                "n_step": 10, "gamma": 0.99, "learning_starts": 1600, "exploration_steps": 5000, "batch_size": 32,
+                "learning_rate": 1e-4, "adam_eps": 1.5e-4, "target_network_frequency": 1, "max_grad_norm": 0.0,
+                "eval_episodes": 100, "total_timesteps": 100_000, "k": 1, "m": 1, "image_pad": 4}
+    assert {key: getattr(args, key) for key in expected} == expected
+    override = drq_dqn.parse_args(["drq-eps", "--intensity-scale", "0", "--shift-per", "image", "--buffer-size", "5"])
+    assert (override.intensity_scale, override.shift_per, override.buffer_size, override.end_e) == (0, "image", 5, 0.01)
+    baseline = nddqn_atari.parse_args(["efficient-dqn-eps"])
+    assert nddqn_atari.parse_args([]) == nddqn_atari.Args() and nddqn_atari.Args().recipe == "efficient-dqn"
+    assert baseline.recipe == "efficient-dqn-eps" and not hasattr(baseline, "intensity_scale")
+    shared = [key for key in vars(baseline) if key not in ("recipe", "exp_name")]
+    assert {key: getattr(baseline, key) for key in shared} == {key: getattr(args, key) for key in shared}
+
+
+def test_drq_eps_smoke_records_its_recipe_and_runs_dopamines_protocol(tmp_path):
+    runs = tmp_path / "runs"
+    flags = ["drq-eps", "--env-id", "Breakout", "--total-timesteps", "300", "--learning-starts", "150",
+             "--max-episode-steps", "100", "--buffer-size", "2000", "--log-interval", "100", "--eval-episodes", "1",
+             "--batch-size", "16", "--no-cuda", "--runs-dir", str(runs)]
+    run_script("drq_dqn.py", *flags)
+    (run,) = runs.iterdir()
+    recorded = json.loads((run / "args.json").read_text())
+    resolved = vars(drq_dqn.parse_args(flags))
+    assert {key: recorded[key] for key in resolved} == resolved and recorded["recipe"] == "drq-eps"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # dopamine's agent evaluates its schedule after counting the step: at our step 299 it uses 300
+    (eps_300,) = [m["charts/epsilon"] for m in metrics if m["global_step"] == 300 and "charts/epsilon" in m]
+    assert eps_300 == pytest.approx(1.0 - 0.99 * (300 - 150) / 5000)
+    assert any("losses/td_loss" in m for m in metrics)
+    final = json.loads((run / "final.json").read_text())
+    # the game running at step 300 is played out (games are cut at 100 steps here), learning all the while
+    games = [m["global_step"] for m in metrics if "charts/episodic_return" in m]
+    assert 300 <= final["total_timesteps"] < 300 + 100 and games[-1] == final["total_timesteps"] - 1
+    assert final["eval_episodes"] == 1 and final["eval_steps"] <= 100
+
+
+# ------------------------------------------------------------------------------------------------ shift draws
+def shifts_of(out: torch.Tensor) -> np.ndarray:
+    """(dy, dx) of each augmented sample of coordinate_images: the centre pixel holds its source row and column."""
+    return (out[:, :2, 42, 42].long() - 42).numpy()
+
+
+def coordinate_images(n: int) -> torch.Tensor:
+    x = torch.zeros(n, 4, 84, 84, dtype=torch.uint8)
+    x[:, 0] = torch.arange(84, dtype=torch.uint8)[:, None]
+    x[:, 1] = torch.arange(84, dtype=torch.uint8)[None, :]
+    return x
+
+
+@pytest.mark.parametrize("shift_range,values", [("symmetric", range(-4, 5)), ("asymmetric", range(-4, 4))])
+def test_shift_range_symmetric_or_dopamines(shift_range, values):
+    torch.manual_seed(0)
+    shifts = shifts_of(drq_dqn.augment(coordinate_images(3000), 1, 4, 0.0, shift_range))
+    assert set(shifts[:, 0]) == set(shifts[:, 1]) == set(values)  # under drq-eps no shift is ever +4
+
+
+@pytest.mark.parametrize("shift_per", ["image", "batch"])
+def test_one_shift_per_image_or_per_batch(shift_per):
+    torch.manual_seed(0)
+    b, copies = 16, 3
+    for _ in range(20):
+        shifts = shifts_of(drq_dqn.augment(coordinate_images(b), copies, 4, 0.0, "symmetric", shift_per))
+        per_copy = [len({tuple(s) for s in shifts[c * b:(c + 1) * b]}) for c in range(copies)]
+        # per batch: every image of a copy moves alike (each copy of the batch has its own draw)
+        assert (max(per_copy) == 1) == (shift_per == "batch")
+    x = coordinate_images(b)
+    assert torch.equal(drq_dqn.augment(x, 2, 4, 0.0, shift=torch.tensor([[1, -2], [3, 0]]))[b:],
+                       drq_dqn.random_shift(x, 4, torch.tensor([[3, 0]] * b)))  # a given shift per copy
+
+
+# ------------------------------------------------------------------------------------------------ dopamine's env
+def test_noop_modes():
+    frames, first_obs = {}, {}
+    reset_frame = drq_dqn.make_env("PongNoFrameskip-v4", 0, noop_max=0).reset(seed=0)[0]
+    for mode in ("gymnasium", "dopamine"):
+        env = drq_dqn.make_env("PongNoFrameskip-v4", 0, noop_max=30, noop_mode=mode)
+        frames[mode], first_obs[mode] = set(), []
+        for seed in range(150):  # each seed draws its own number of no-ops
+            obs, _ = env.reset(seed=seed)
+            frames[mode].add(env.unwrapped.ale.getEpisodeFrameNumber())
+            first_obs[mode].append(np.array_equal(obs, reset_frame))
+    assert frames["gymnasium"] == set(range(1, 31)) and frames["dopamine"] == set(range(0, 30))
+    # dopamine's runner steps the ALE past its screen buffer: every game starts from the frame before the no-ops
+    assert all(first_obs["dopamine"]) and not all(first_obs["gymnasium"])
+
+
+def test_a_life_loss_ends_the_frame_skip_only_under_its_flag():
+    env_id, rng = "BreakoutNoFrameskip-v4", np.random.default_rng(0)
+    actions = rng.integers(0, 4, 2000)
+    raw = gym.make(env_id, repeat_action_probability=0.0, full_action_space=False, frameskip=1)
+    raw.reset(seed=0)
+    lives = raw.unwrapped.ale.lives()
+    for frame, action in enumerate(np.repeat(actions, 4), start=1):  # frame by frame, 4 frames per agent action
+        raw.step(action)
+        if raw.unwrapped.ale.lives() < lives:
+            break
+    plain, stops = (drq_dqn.make_env(env_id, 0, noop_max=0, life_loss_ends_frame_skip=flag) for flag in (False, True))
+    (obs_p, info_p), (obs_s, info_s) = plain.reset(seed=0), stops.reset(seed=0)
+    for action in actions:
+        assert np.array_equal(obs_p, obs_s)  # the same frames as gymnasium's AtariPreprocessing until then
+        (obs_p, _, _, _, info_p), (obs_s, _, _, _, info_s) = plain.step(action), stops.step(action)
+        if info_s["lives"] < 5:
+            break
+    assert frame % 4 != 0  # the life is lost inside an agent step, so the two behaviours differ
+    assert stops.unwrapped.ale.getEpisodeFrameNumber() == frame  # the step ended at the life loss
+    assert plain.unwrapped.ale.getEpisodeFrameNumber() == 4 * math.ceil(frame / 4)  # it played the step out
+    assert info_p["lives"] == 4
+
+
+def test_max_episode_steps_cuts_games_in_agent_steps():
+    returns, steps = drq_dqn.evaluate(drq_dqn.QNetwork(6), "PongNoFrameskip-v4", 0, 3, 0, 1.0, torch.device("cpu"),
+                                      max_episode_steps=40, noop_mode="dopamine")
+    assert len(returns) == 3 and steps == 120
+
+
+# ------------------------------------------------------------------------------------------------ dopamine's replay
+def dopamine_valid_rows(rows, n: int, drop: bool, newest_rule: bool) -> set[int]:
+    """Brute force over dopamine's storage: 3 zero slots before every segment, no slot for our truncation rows, and
+    circular_replay_buffer.is_valid_transition literally (cursor, terminal stack, non-terminal episode ends)."""
+    store, slot_of = [], {}  # store: (terminal, non-terminal episode end)
+    for r, (_, _, _, terminal, first, is_final) in enumerate(rows):
+        if is_final:
+            store[-1] = (store[-1][0], True)  # the transition before a truncation row ended its game by the cut
+            continue
+        if first:
+            store += [(False, False)] * 3
+        slot_of[r] = len(store)
+        store.append((terminal, False))
+    valid = set()
+    for r, i in slot_of.items():
+        if newest_rule and i >= len(store) - n:
+            continue
+        if any(store[j][0] for j in range(i - 3, i)):
+            continue
+        if drop and any(store[j][1] for j in range(i, min(i + n, len(store)))):
+            continue
+        valid.add(r)
+    return valid
+
+
+def filled(rows, **options) -> "drq_dqn.ReplayBuffer":
+    rb = drq_dqn.ReplayBuffer(10_000, 10, GAMMA, 4, torch.device("cpu"), **options)
+    for frame, action, reward, terminal, first, is_final in rows:
+        rb.add_final(frame) if is_final else rb.add(frame, action, reward, terminal, first)
+    return rb
+
+
+@pytest.mark.parametrize("windows,sampling", [("bootstrap", "dopamine"), ("drop", "dopamine"), ("drop", "iid")])
+def test_replay_samples_exactly_dopamines_valid_transitions(windows, sampling):
+    rows = make_trajectory(np.random.default_rng(3), 400)
+    rb = filled(rows, truncated_windows=windows, sampling=sampling)
+    torch.manual_seed(0)
+    drawn = torch.cat([rb.sample_rows(32) for _ in range(3000)]).numpy()
+    ours = {t for t in range(len(rows) - 10) if not rows[t][5]}  # our newest-n rule in rows, not slots
+    expected = dopamine_valid_rows(rows, 10, windows == "drop", sampling == "dopamine")
+    assert set(np.unique(drawn)) == (expected if sampling == "dopamine" else expected & ours)
+    assert expected != dopamine_valid_rows(rows, 10, windows != "drop", sampling == "dopamine")  # the flags matter
+    counts = np.unique(drawn, return_counts=True)[1]
+    assert counts.min() > 0.7 * counts.mean() and counts.max() < 1.3 * counts.mean()
+    batch = rb.sample(64)  # the windows dopamine samples are complete: returns and stacks as for iid draws
+    assert torch.isfinite(batch["returns"]).all()
+
+
+@pytest.mark.parametrize("sampling", ["iid", "dopamine"])
+def test_dopamine_sampling_draws_once_in_each_stratum(sampling):
+    rows = make_trajectory(np.random.default_rng(4), 640)  # 640 transitions: strata of exactly 20
+    rb = filled(rows, sampling=sampling)
+    transitions = np.array([t for t in range(len(rows)) if not rows[t][5]])
+    assert len(transitions) == 640
+    torch.manual_seed(0)
+    for _ in range(50):
+        strata = np.searchsorted(transitions, rb.sample_rows(32).numpy()) * 32 // len(transitions)
+        # a redraw (an invalid newest row) may land anywhere, so allow one stratum to repeat
+        assert (len(set(strata)) >= 31) == (sampling == "dopamine")
+
+
+def test_dopamine_step_counting_counts_zero_slots_and_skips_the_last_update():
+    rows = make_trajectory(np.random.default_rng(5), 300)
+    rb = filled(rows)
+    segments = sum(first for *_, first, is_final in rows if not is_final)
+    transitions = sum(not is_final for *_, is_final in rows)
+    assert rb.slot_count == transitions + 3 * segments  # dopamine's add_count after the same transitions
+    step = transitions - 1
+    agent, dopamine = drq_dqn.Args(learning_starts=step), drq_dqn.Args(step_counting="dopamine")
+    assert not drq_dqn.learns_now(step - 1, rb, False, agent) and drq_dqn.learns_now(step, rb, False, agent)
+    for learning_starts, expected in ((rb.slot_count - 1, True), (rb.slot_count, False)):
+        dopamine.learning_starts = learning_starts
+        assert drq_dqn.learns_now(step, rb, False, dopamine) == expected
+    dopamine.learning_starts = 10
+    assert drq_dqn.learns_now(step, rb, False, dopamine) and not drq_dqn.learns_now(step, rb, True, dopamine)
