@@ -19,19 +19,28 @@ shared machine hits all of them alike. Reported per variant:
 - FLOPs per update (matmuls and convolutions, forward and backward, torch.utils.flop_counter) and the
   FLOP-proportional expected cost next to the measured cost, both relative to the baseline without augmentation
   (sac_pixels on DMC, nddqn_atari on Atari): a measured ratio above the expected one is overhead, not compute;
+- where the time goes: achieved GFLOP/s (FLOPs per update over the amortized median time: the mean of the
+  medians of each step of the period, so the alternating actor and critic-only steps weigh equally) and its share
+  of a measured kernel peak (the fastest forward of the encoder's convolutions at batch 512 on the same device and
+  threads, in the faster memory format); the process's user and kernel (sys) CPU time and minor and major page
+  faults per update (resource.getrusage around each single timed update: host figures, also on CUDA);
 - replay-buffer bytes per transition, and the peak extra memory of the variant (CUDA: allocated device memory;
   CPU: resident set size) over what the process held before building it.
-Writes results/benchmark_<device>.{json,csv,png} and prints the table.
+Like the training scripts, it keeps freed host memory in the process (run_utils.tune_allocator), so the numbers are
+those of a training run. Writes results/benchmark_<device>.{json,csv,png} and prints the table.
 """
 
 from __future__ import annotations
 
+import ctypes
 import csv
 import gc
+import importlib
 import json
 import math
 import os
 import platform
+import resource
 import shlex
 import sys
 import time
@@ -48,6 +57,8 @@ PROJECT_DIR = Path(__file__).resolve().parent
 if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
+import run_utils  # noqa: E402
+
 DMC_PIXEL_BASELINE = "sac_pixels"
 ATARI_BASELINE = "nddqn_atari"
 
@@ -62,8 +73,8 @@ class Args:
     """(K)x(M) values of the drq_sac variants"""
     dqn_km_grid: list[str] = field(default_factory=lambda: ["1x1"])
     """(K)x(M) values of the drq_dqn variants (the paper uses 1x1 on Atari)"""
-    dmc_batch_size: int = 512
-    """minibatch of the DMC variants (512: the paper's main results, spec §1.4)"""
+    dmc_batch_size: list[int] = field(default_factory=lambda: [512])
+    """minibatch of the DMC variants (512: the paper's main results, 128: the authors' config, spec §1.4); with several, every DMC variant runs at each and its name ends in _b<size>"""
     atari_batch_size: int = 32
     """minibatch of the Atari variants (spec §2.3)"""
     repeats: int = 20
@@ -82,8 +93,10 @@ class Args:
     """torch CPU threads (default: torch's choice)"""
     seed: int = 0
     """seed of the synthetic data and the networks"""
+    peak_batch: int = 512
+    """batch of the convolutions timed for the kernel peak"""
     quick: bool = False
-    """tests and smoke checks: batch 16, 2 repeats, 1 warm-up, 300 transitions (the numbers mean little); files get the tag _quick"""
+    """tests and smoke checks: batch 16, 2 repeats, 1 warm-up, 300 transitions, kernel peak at batch 32 (the numbers mean little); files get the tag _quick"""
     out_dir: str = "results"
     """where benchmark_<device><tag>.{json,csv,png} are written"""
     tag: str = ""
@@ -112,21 +125,6 @@ class Variant:
     period: int = 1  # updates after which the pattern of calls repeats (actor updates every 2 steps on DMC)
     notes: str = ""
     next_step: int = 0  # the agent step of the next timed update
-
-
-@dataclass
-class Unavailable:
-    name: str
-    reason: str
-
-
-def script(name: str):
-    """Import a training script as a module; None when the file does not exist."""
-    if not (PROJECT_DIR / f"{name}.py").exists():
-        return None
-    import importlib
-
-    return importlib.import_module(name)
 
 
 def parse_km(values: list[str]) -> list[tuple[int, int]]:
@@ -180,11 +178,8 @@ def dmc_networks(agent) -> tuple[dict[str, nn.Module], list[nn.Module]]:
     return nets, encoders
 
 
-def build_sac(module_name: str, args: Args, device: torch.device, k: int = 1, m: int = 1) -> Variant | Unavailable:
-    mod = script(module_name)
-    name = module_name if module_name != "drq_sac" else f"drq_sac_k{k}_m{m}"
-    if mod is None:
-        return Unavailable(name, f"{module_name}.py not found")
+def build_sac(name: str, module_name: str, args: Args, device: torch.device, b: int, k: int = 1, m: int = 1) -> Variant:
+    mod = importlib.import_module(module_name)
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     action_dim, state_dim, episode_len = dmc_shapes(args.dmc_env_id)
@@ -195,7 +190,6 @@ def build_sac(module_name: str, args: Args, device: torch.device, k: int = 1, m:
     else:
         rb = mod.ReplayBuffer(args.buffer_transitions, obs_shape, action_dim, device, episode_len=episode_len)
     fill_dmc_buffer(rb, args.buffer_transitions, obs_shape, action_dim, episode_len, rng)
-    b = args.dmc_batch_size
     nets, encoders = dmc_networks(agent)
     if module_name == "drq_sac":
         def step(i):
@@ -224,11 +218,8 @@ def fill_atari_buffer(rb, n: int, rng, segment: int = 200) -> None:
                i % segment == 0)
 
 
-def build_dqn(module_name: str, args: Args, device: torch.device, k: int = 1, m: int = 1) -> Variant | Unavailable:
-    mod = script(module_name)
-    name = module_name if module_name != "drq_dqn" else f"drq_dqn_k{k}_m{m}"
-    if mod is None:
-        return Unavailable(name, f"{module_name}.py not found")
+def build_dqn(name: str, module_name: str, args: Args, device: torch.device, k: int = 1, m: int = 1) -> Variant:
+    mod = importlib.import_module(module_name)
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     b = args.atari_batch_size
@@ -264,15 +255,12 @@ def build_dqn(module_name: str, args: Args, device: torch.device, k: int = 1, m:
     return Variant(name, "atari", step, augment, networks, [net.convs for net in networks.values()], rb, b, period=1)
 
 
-def build_sac_ae(mode: str, args: Args, device: torch.device) -> Variant | Unavailable:
+def build_sac_ae(name: str, mode: str, args: Args, device: torch.device, b: int) -> Variant:
     """sac_ae.py --ae-mode frozen (the report's SAC on 8 stacked latents of a pretrained, frozen encoder: the
     update sees 400-float vectors, the encoder runs once per agent step while acting, outside the update) or joint
     (SAC-AE: pixels, plus the decoder and the reconstruction step on the critic's encoder every update), with each
     mode's temperature optimiser (spec §5); the batch is --dmc-batch-size for every DMC variant, so costs compare."""
-    name = f"sac_ae_{mode}"
-    mod = script("sac_ae")
-    if mod is None:
-        return Unavailable(name, "sac_ae.py not found")
+    mod = importlib.import_module("sac_ae")
     joint = mode == "joint"
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
@@ -283,7 +271,6 @@ def build_sac_ae(mode: str, args: Args, device: torch.device) -> Variant | Unava
                            alpha_beta=0.5 if joint else 0.9)
     rb = mod.ReplayBuffer(args.buffer_transitions, obs_shape, action_dim, device, episode_len=episode_len)
     fill_dmc_buffer(rb, args.buffer_transitions, obs_shape, action_dim, episode_len, rng)
-    b = args.dmc_batch_size
     nets, encoders = dmc_networks(agent)
     if agent.decoder is not None:
         nets["decoder"] = agent.decoder
@@ -296,19 +283,21 @@ def build_sac_ae(mode: str, args: Args, device: torch.device) -> Variant | Unava
     return Variant(name, "dmc", step, None, nets, encoders, rb, b, period=2, notes=notes)
 
 
-def variant_specs(args: Args, device: torch.device) -> list[tuple[str, str, Callable[[], Variant | Unavailable]]]:
+def variant_specs(args: Args, device: torch.device) -> list[tuple[str, str, Callable[[], Variant]]]:
     """(name, algo, builder) of every variant, in table order."""
     specs = []
 
     def add(name, algo, fn, *a, **kw):
-        specs.append((name, algo, lambda: fn(*a, **kw)))
+        specs.append((name, algo, lambda: fn(name, *a, **kw)))
 
-    add("sac_state", "sac_state", build_sac, "sac_state", args, device)
-    add("sac_pixels", "sac_pixels", build_sac, "sac_pixels", args, device)
-    for k, m in parse_km(args.km_grid):
-        add(f"drq_sac_k{k}_m{m}", "drq_sac", build_sac, "drq_sac", args, device, k, m)
-    for mode in SAC_AE_MODES:
-        add(f"sac_ae_{mode}", "sac_ae", build_sac_ae, mode, args, device)
+    for b in args.dmc_batch_size:
+        suffix = f"_b{b}" if len(args.dmc_batch_size) > 1 else ""
+        add(f"sac_state{suffix}", "sac_state", build_sac, "sac_state", args, device, b)
+        add(f"sac_pixels{suffix}", "sac_pixels", build_sac, "sac_pixels", args, device, b)
+        for k, m in parse_km(args.km_grid):
+            add(f"drq_sac_k{k}_m{m}{suffix}", "drq_sac", build_sac, "drq_sac", args, device, b, k, m)
+        for mode in SAC_AE_MODES:
+            add(f"sac_ae_{mode}{suffix}", "sac_ae", build_sac_ae, mode, args, device, b)
     add("nddqn_atari", "nddqn_atari", build_dqn, "nddqn_atari", args, device)
     for k, m in parse_km(args.dqn_km_grid):
         add(f"drq_dqn_k{k}_m{m}", "drq_dqn", build_dqn, "drq_dqn", args, device, k, m)
@@ -376,20 +365,17 @@ def count_passes(v: Variant, start: int) -> tuple[dict, float]:
     return {key: [s[key] for s in per_step] for key in per_step[0]}, flops.get_total_flops() / v.period
 
 
-def time_calls(fn: Callable[[int], None], n: int, start: int, device: torch.device,
-               cpu_times: list[float] | None = None) -> list[float]:
-    """Wall-clock seconds of n calls, synchronising the device around each; appends the process CPU seconds of
-    each call to `cpu_times` (on a CPU shared with other work, CPU time measures the compute, wall time the wait)."""
-    times = []
-    for i in range(start, start + n):
-        sync(device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn(i)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-        if cpu_times is not None:
-            cpu_times.append(time.process_time() - c0)
-    return times
+def timed_call(fn: Callable[[int], None], i: int, device: torch.device) -> dict:
+    """Wall-clock seconds of fn(i), the device synchronised around it, and the process's user and kernel CPU
+    seconds and minor and major page faults during it (on a CPU shared with other work, CPU time measures the
+    compute, wall time the wait; kernel time and faults show memory being mapped and unmapped)."""
+    sync(device)
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    fn(i)
+    sync(device)
+    t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    return {"step": i, "wall": t1 - t0, "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime,
+            "minflt": r1.ru_minflt - r0.ru_minflt, "majflt": r1.ru_majflt - r0.ru_majflt}
 
 
 def buffer_bytes_per_transition(rb) -> float:
@@ -415,9 +401,20 @@ def memory_mb(device: torch.device, peak: bool) -> float | None:
     return None
 
 
+def release_free_heap() -> None:
+    """Hand the heap's free pages back to the kernel (glibc; a no-op elsewhere). Trimming is off in this process
+    (run_utils.tune_allocator), so without this a variant would reuse memory an earlier variant freed, unseen by
+    the resident set, and its peak extra would come out too small."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_peak_memory(device: torch.device) -> float | None:
     """Reset the peak counter and return the current memory (the baseline a variant's peak is measured from)."""
     gc.collect()
+    release_free_heap()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -439,51 +436,90 @@ def prepare(v: Variant, args: Args, device: torch.device, memory_before: float |
     v.next_step = start + v.period
     aug = None
     if v.augment is not None:
-        aug = np.array(time_calls(lambda i: v.augment(), max(args.repeats, 5), 0, device)) * 1e3
+        aug = np.array([timed_call(lambda i: v.augment(), i, device)["wall"]
+                        for i in range(max(args.repeats, 5))]) * 1e3
     peak = memory_mb(device, peak=True)
     per_update = {key: float(np.mean(vals)) for key, vals in passes.items()}
     return {
-        "variant": v.name, "domain": v.domain, "status": "ok", "device": device.type, "batch_size": v.batch_size,
+        "variant": v.name, "domain": v.domain, "device": device.type, "batch_size": v.batch_size,
         "aug_ms": float(np.median(aug)) if aug is not None else None,
         "forward_passes": per_update["fwd"], "forward_passes_unbatched": per_update["fwd_equiv"],
         "backward_passes": per_update["bwd"], "encoder_fwd_samples": per_update["enc_fwd"],
         "encoder_bwd_samples": per_update["enc_bwd"], "per_step_counts": passes,
-        "gflops": flops / 1e9, "buffer_bytes_per_transition": buffer_bytes_per_transition(v.buffer),
+        "flops_per_update": flops, "gflops": flops / 1e9,
+        "buffer_bytes_per_transition": buffer_bytes_per_transition(v.buffer),
         "peak_memory_mb": peak - memory_before if peak is not None and memory_before is not None else None,
         "notes": v.notes,
     }
 
 
-def time_interleaved(prepared: list[tuple[Variant, dict]], args: Args, device: torch.device) -> None:
+def time_interleaved(prepared: list[tuple[Variant, dict]], args: Args, device: torch.device, peak: dict) -> None:
     """Round robin: each round times one update of every variant in turn, so a change in the machine's load (a
-    shared CPU) hits all variants alike instead of biasing the ones measured during it."""
-    times = {v.name: [] for v, _ in prepared}
-    cpu = {v.name: [] for v, _ in prepared}
+    shared CPU) hits all variants alike instead of biasing the ones measured during it. The process's CPU time
+    and page faults are therefore taken around each single update and summed per variant."""
+    calls = {v.name: [] for v, _ in prepared}
     wanted = {v.name: (args.atari_repeats or args.repeats) if v.domain == "atari" else args.repeats
               for v, _ in prepared}
     for r in range(max(wanted.values(), default=0)):
         for v, _ in prepared:
             if r < wanted[v.name]:
-                times[v.name] += time_calls(v.step, 1, v.next_step, device, cpu[v.name])
+                calls[v.name].append(timed_call(v.step, v.next_step, device))
                 v.next_step += 1
     for v, row in prepared:
-        t = np.array(times[v.name]) * 1e3
+        c = calls[v.name]
+        t = np.array([x["wall"] for x in c]) * 1e3
+        n = len(c)
+        per_update = {key: sum(x[key] for x in c) / n for key in ("user", "sys", "minflt", "majflt")}
+        # the steps of a period differ (DMC: actor + critic, then critic only): the mean of their medians weighs
+        # them as training does, where the plain median would fall between the two
+        amortized = float(np.mean([np.median([x["wall"] for x in c if x["step"] % v.period == phase])
+                                   for phase in range(v.period) if any(x["step"] % v.period == phase for x in c)]))
+        gflops_per_s = row["gflops"] / amortized
         row.update({"median_ms": float(np.median(t)), "p25_ms": float(np.percentile(t, 25)),
                     "p75_ms": float(np.percentile(t, 75)), "mean_ms": float(t.mean()),
-                    "updates_per_s": float(1e3 / t.mean()), "repeats": int(len(t)),
-                    "cpu_median_ms": float(np.median(cpu[v.name])) * 1e3,
-                    "cpu_mean_ms": float(np.mean(cpu[v.name])) * 1e3})
+                    "amortized_ms": amortized * 1e3, "updates_per_s": float(1e3 / t.mean()), "repeats": n,
+                    "user_ms": per_update["user"] * 1e3, "sys_ms": per_update["sys"] * 1e3,
+                    "cpu_mean_ms": (per_update["user"] + per_update["sys"]) * 1e3,
+                    "minflt_per_update": per_update["minflt"], "majflt_per_update": per_update["majflt"],
+                    "gflops_per_s": gflops_per_s, "pct_of_kernel_peak": 100 * gflops_per_s / peak["gflops_per_s"]})
+
+
+def kernel_peak(device: torch.device, batch: int, repeats: int = 5) -> dict:
+    """The practical peak of this device at this thread count, the yardstick of each variant's GFLOP/s: the
+    forward of the encoder's first convolution (9 -> 32 channels, stride 2, on 84x84) and of its second (32 -> 32 on
+    41x41, the shape of three of its four) at `batch`, each in NCHW and in channels_last, the fastest of `repeats`
+    calls; the best of the four is the peak. FLOPs are counted as for the variants."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import drq_sac
+
+    gen = torch.Generator().manual_seed(0)
+    convs = drq_sac.Encoder((9, 84, 84)).convs
+    layers = {"conv1 9->32 3x3 stride 2, 84x84 in": (convs[0], (9, 84, 84)),
+              "conv2 32->32 3x3, 41x41 in": (convs[2], (32, 41, 41))}
+    results = []
+    for layer, (conv, shape) in layers.items():
+        for fmt_name, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+            conv = conv.to(device, memory_format=fmt)
+            x = torch.rand(batch, *shape, generator=gen).to(device).contiguous(memory_format=fmt)
+            with torch.no_grad():
+                with FlopCounterMode(display=False) as counter:
+                    conv(x)
+                best = min(timed_call(lambda i: conv(x), i, device)["wall"] for i in range(repeats))
+            flops = counter.get_total_flops()
+            results.append({"layer": layer, "memory_format": fmt_name, "batch": batch, "gflop": flops / 1e9,
+                            "best_ms": best * 1e3, "gflops_per_s": flops / 1e9 / best})
+    return {**max(results, key=lambda r: r["gflops_per_s"]), "all": results}
 
 
 def add_ratios(rows: list[dict]) -> None:
     """FLOP-proportional expectation next to the measurement, both relative to the domain's baseline without
-    augmentation (sac_pixels on DMC pixels, nddqn_atari on Atari): if DrQ's cost were only its extra compute,
-    measured_cost_ratio would equal expected_cost_ratio; overhead = measured / expected."""
-    base = {r["domain"]: r for r in rows if r["status"] == "ok" and r["variant"] in (DMC_PIXEL_BASELINE,
-                                                                                     ATARI_BASELINE)}
+    augmentation at the same batch size (sac_pixels on DMC pixels, nddqn_atari on Atari): if DrQ's cost were only
+    its extra compute, measured_cost_ratio would equal expected_cost_ratio; overhead = measured / expected."""
+    base = {(r["domain"], r["batch_size"]): r for r in rows if r["algo"] in (DMC_PIXEL_BASELINE, ATARI_BASELINE)}
     for r in rows:
-        b = base.get(r.get("domain"))
-        if r["status"] != "ok" or b is None or not b["gflops"]:
+        b = base.get((r["domain"], r["batch_size"]))
+        if b is None or not b["gflops"]:
             continue
         r["baseline"] = b["variant"]
         r["expected_cost_ratio"] = r["gflops"] / b["gflops"]
@@ -498,25 +534,22 @@ def add_ratios(rows: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 TABLE = [("variant", "variant", "{}"), ("batch_size", "B", "{}"), ("median_ms", "median ms", "{:.2f}"),
-         ("p25_ms", "p25", "{:.2f}"), ("p75_ms", "p75", "{:.2f}"), ("updates_per_s", "upd/s", "{:.3g}"),
-         ("cpu_median_ms", "CPU ms", "{:.0f}"),
-         ("aug_ms", "aug ms", "{:.2f}"), ("forward_passes", "fwd", "{:g}"),
-         ("forward_passes_unbatched", "fwd x copies", "{:g}"), ("backward_passes", "bwd", "{:g}"),
-         ("encoder_fwd_samples", "enc samples", "{:g}"), ("gflops", "GFLOP", "{:.2f}"),
+         ("amortized_ms", "amortized ms", "{:.2f}"), ("updates_per_s", "upd/s", "{:.3g}"),
+         ("user_ms", "user ms", "{:.0f}"), ("sys_ms", "sys ms", "{:.0f}"),
+         ("minflt_per_update", "minor faults", "{:.0f}"), ("majflt_per_update", "major faults", "{:.0f}"),
+         ("gflops", "GFLOP", "{:.2f}"), ("gflops_per_s", "GFLOP/s", "{:.1f}"),
+         ("pct_of_kernel_peak", "% of peak", "{:.0f}"),
          ("expected_cost_ratio", "FLOP ratio", "{:.2f}"), ("measured_cost_ratio", "time ratio", "{:.2f}"),
-         ("measured_cpu_ratio", "CPU-time ratio", "{:.2f}"),
+         ("measured_cpu_ratio", "CPU-time ratio", "{:.2f}"), ("aug_ms", "aug ms", "{:.2f}"),
+         ("forward_passes", "fwd", "{:g}"), ("forward_passes_unbatched", "fwd x copies", "{:g}"),
+         ("backward_passes", "bwd", "{:g}"), ("encoder_fwd_samples", "enc samples", "{:g}"),
          ("buffer_bytes_per_transition", "buffer B/transition", "{:.0f}"),
          ("peak_memory_mb", "peak extra MB", "{:.0f}")]
 
 
 def format_table(rows: list[dict]) -> str:
     head = [h for _, h, _ in TABLE]
-    body = []
-    for r in rows:
-        if r["status"] != "ok":
-            body.append([r["variant"]] + [""] * (len(TABLE) - 2) + [r["status"]])
-            continue
-        body.append([fmt.format(r[k]) if r.get(k) is not None else "—" for k, _, fmt in TABLE])
+    body = [[fmt.format(r[k]) if r.get(k) is not None else "—" for k, _, fmt in TABLE] for r in rows]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
 
@@ -539,43 +572,48 @@ def machine_description(device: torch.device) -> dict:
     return meta
 
 
-def save_chart(rows: list[dict], path: Path, title: str) -> None:
+def save_chart(rows: list[dict], path: Path, title: str, peak: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r["status"] == "ok"]
-    if not ok:
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(13, 1.5 + 0.45 * len(ok)), gridspec_kw={"width_ratios": [3, 2]})
-    y = np.arange(len(ok))
-    med = np.array([r["median_ms"] for r in ok])
-    err = np.array([[r["median_ms"] - r["p25_ms"] for r in ok], [r["p75_ms"] - r["median_ms"] for r in ok]])
-    colors = ["C0" if r["domain"] == "dmc" else "C1" for r in ok]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 1.5 + 0.45 * len(rows)), gridspec_kw={"width_ratios": [3, 2, 2]})
+    y = np.arange(len(rows))
+    med = np.array([r["median_ms"] for r in rows])
+    err = np.array([[r["median_ms"] - r["p25_ms"] for r in rows], [r["p75_ms"] - r["median_ms"] for r in rows]])
+    colors = ["C0" if r["domain"] == "dmc" else "C1" for r in rows]
     axes[0].barh(y, med, xerr=err, color=colors, capsize=3, label="update (median, IQR)")
-    aug = [r["aug_ms"] or 0 for r in ok]
+    aug = [r["aug_ms"] or 0 for r in rows]
     axes[0].barh(y, aug, color="k", alpha=0.35, label="augmentation alone")
-    axes[0].set_yticks(y, [f"{r['variant']} (B={r['batch_size']})" for r in ok])
+    axes[0].set_yticks(y, [f"{r['variant']} (B={r['batch_size']})" for r in rows])
     axes[0].set_xscale("log")
     axes[0].set_xlabel("ms per update (log scale)")
     axes[0].invert_yaxis()
     axes[0].legend(fontsize=8)
     axes[0].grid(axis="x", alpha=0.3)
-    exp = [r.get("expected_cost_ratio") or np.nan for r in ok]
-    meas = [r.get("measured_cost_ratio") or np.nan for r in ok]
-    cpu = [r.get("measured_cpu_ratio") or np.nan for r in ok]
+    exp = [r.get("expected_cost_ratio") or np.nan for r in rows]
+    meas = [r.get("measured_cost_ratio") or np.nan for r in rows]
+    cpu = [r.get("measured_cpu_ratio") or np.nan for r in rows]
     h = 0.27 if any(np.isfinite(cpu)) else 0.4
     axes[1].barh(y - h, exp, height=h, color="gray", label="expected (FLOPs)")
     axes[1].barh(y, meas, height=h, color=colors, label="measured (wall time)")
     if any(np.isfinite(cpu)):
         axes[1].barh(y + h, cpu, height=h, color=colors, alpha=0.5, hatch="//", label="measured (CPU time)")
     axes[1].axvline(1.0, color="k", lw=1)
-    axes[1].set_yticks(y, [""] * len(ok))
+    axes[1].set_yticks(y, [""] * len(rows))
     axes[1].invert_yaxis()
     axes[1].set_xlabel(f"cost relative to {DMC_PIXEL_BASELINE} (DMC) / {ATARI_BASELINE} (Atari)")
     axes[1].legend(fontsize=8)
     axes[1].grid(axis="x", alpha=0.3)
+    axes[2].barh(y, [r["pct_of_kernel_peak"] for r in rows], color=colors)
+    for yi, r in zip(y, rows):
+        axes[2].annotate(f" {r['gflops_per_s']:.1f} GFLOP/s", (r["pct_of_kernel_peak"], yi), va="center", fontsize=7)
+    axes[2].set_yticks(y, [""] * len(rows))
+    axes[2].invert_yaxis()
+    axes[2].set_xlim(0, 100)
+    axes[2].set_xlabel(f"achieved GFLOP/s, % of the kernel peak ({peak['gflops_per_s']:.0f} GFLOP/s)")
+    axes[2].grid(axis="x", alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -583,14 +621,16 @@ def save_chart(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main(args: Args) -> dict:
+    allocator_tuned = run_utils.tune_allocator()  # before the first large allocation, as in the training scripts
     if args.quick:
-        args.dmc_batch_size = args.atari_batch_size = 16
+        args.dmc_batch_size, args.atari_batch_size = [16], 16
         args.repeats, args.warmup, args.buffer_transitions, args.atari_repeats = 2, 1, 300, None
+        args.peak_batch = 32
         args.tag = args.tag or "_quick"  # never overwrite a real measurement in results/
-    if min(args.dmc_batch_size, args.atari_batch_size, args.repeats, args.buffer_transitions,
-           args.atari_repeats or 1) < 1 or args.warmup < 0:
+    if min(*args.dmc_batch_size, args.atari_batch_size, args.repeats, args.buffer_transitions,
+           args.atari_repeats or 1, args.peak_batch) < 1 or args.warmup < 0:
         fail("batch sizes, --repeats and --buffer-transitions must be >= 1, --warmup >= 0")
-    if max(args.dmc_batch_size, args.atari_batch_size) > args.buffer_transitions:
+    if max(*args.dmc_batch_size, args.atari_batch_size) > args.buffer_transitions:
         fail(f"a batch size is larger than --buffer-transitions {args.buffer_transitions}")
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda was given but torch sees no CUDA device; use --device cpu")
@@ -607,29 +647,22 @@ def main(args: Args) -> dict:
         specs = [s for s in specs if s[0] in args.variants or s[1] in args.variants]
     meta = {**machine_description(device), "command": "python " + " ".join(shlex.quote(a) for a in
                                                                               [Path(sys.argv[0]).name] + sys.argv[1:]),
-            "args": {k: v for k, v in vars(args).items()}}
+            "args": {k: v for k, v in vars(args).items()}, "allocator_tuned": allocator_tuned}
     print(f"benchmark on {meta['machine']} ({device}); {len(specs)} variants", flush=True)
+    peak = meta["kernel_peak"] = kernel_peak(device, args.peak_batch)
+    print(f"kernel peak: {peak['gflops_per_s']:.1f} GFLOP/s ({peak['layer']}, {peak['memory_format']}, batch "
+          f"{peak['batch']}, fastest of 5 forwards)", flush=True)
     rows, prepared = [], []
     for name, algo, build in specs:
         before = reset_peak_memory(device)
-        try:
-            v = build()
-        except SystemExit:
-            raise
-        except Exception as e:  # a script whose API changed must not hide the other variants' numbers
-            v = Unavailable(name, f"unavailable: {type(e).__name__}: {e}".splitlines()[0][:200])
-        if isinstance(v, Unavailable):
-            reason = v.reason if v.reason.startswith("unavailable") else f"unavailable: {v.reason}"
-            rows.append({"variant": v.name, "domain": "dmc" if "sac" in algo else "atari", "status": reason})
-            print(f"{v.name}: {reason}", flush=True)
-            continue
-        row = prepare(v, args, device, before)
+        v = build()
+        row = {"algo": algo, **prepare(v, args, device, before)}
         rows.append(row)
         prepared.append((v, row))
         print(f"{name}: {row['forward_passes']:g} fwd / {row['backward_passes']:g} bwd passes, "
               f"{row['encoder_fwd_samples']:g} encoder samples, {row['gflops']:.2f} GFLOP per update", flush=True)
     print("timing: round robin, one update per variant per round ...", flush=True)
-    time_interleaved(prepared, args, device)
+    time_interleaved(prepared, args, device, peak)
     del prepared
     add_ratios(rows)
     print(format_table(rows))
@@ -638,14 +671,13 @@ def main(args: Args) -> dict:
     stem = out / f"benchmark_{device.type}{args.tag}"
     result = {"meta": meta, "rows": rows}
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
-    cols = [k for k, _, _ in TABLE] + ["domain", "device", "mean_ms", "cpu_mean_ms", "repeats", "encoder_bwd_samples",
-                                         "baseline",
-                                         "overhead", "status", "notes"]
+    cols = [k for k, _, _ in TABLE] + ["domain", "device", "p25_ms", "p75_ms", "mean_ms", "cpu_mean_ms", "repeats",
+                                         "flops_per_update", "encoder_bwd_samples", "baseline", "overhead", "notes"]
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    save_chart(rows, stem.with_suffix(".png"), f"{meta['machine']} ({device.type}) — {meta['command']}")
+    save_chart(rows, stem.with_suffix(".png"), f"{meta['machine']} ({device.type}) — {meta['command']}", peak)
     print(f"wrote {stem}.json, .csv, .png", flush=True)
     return result
 
