@@ -12,19 +12,16 @@ reconstruction MSE per epoch, global_step = epoch), final.json.
     python pretrain_autoencoder.py --frames-per-input 3                      # SAC-AE/DrQ input: 3 stacked frames
     python pretrain_autoencoder.py --policy-checkpoint runs/<run>/model.pt   # frames of a trained policy
     python pretrain_autoencoder.py --dataset datasets/<file>.npz --epochs 50 # reuse collected frames
+    python pretrain_autoencoder.py --resume runs_ae/<run>                    # continue an interrupted run
 """
-import copy
-import json
 import math
 import os
-import random
-import subprocess
 import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 # dm_control picks its GL backend at import time; EGL renders headless (also on CPU through Mesa).
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -35,6 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+
+import run_utils
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # glfw complains about a missing X display although EGL does the rendering
@@ -66,6 +65,10 @@ class Args:
     """wandb mode: `offline` needs no network or API key"""
     runs_dir: str = "runs_ae"
     """folder that receives {runs_dir}/{run_name}/ (kept apart from the RL runs that report.py reads)"""
+    resume: str | None = None
+    """run directory of an interrupted run ({runs_dir}/{run_name}): continue it in place from its checkpoint.pt (the collection where it stopped, or the training on the dataset it had collected)"""
+    checkpoint_interval: int = 2_000
+    """minibatch updates between checkpoints of the training (encoder, decoder, optimizers, RNG and epoch state) in {runs_dir}/{run_name}/checkpoint.pt; one is also written as training starts, and SIGINT/SIGTERM write one in either phase"""
 
     # Data (report §2; spec §1.4 for the environment)
     env_id: str = "cartpole-swingup"
@@ -109,77 +112,6 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Shared blocks (identical in every training script; see CONTRIBUTING.md)
-
-
-def get_device(cuda: bool) -> torch.device:
-    # --cuda is on by default and falls back to the CPU; naming it explicitly makes a missing GPU an error.
-    if cuda and torch.cuda.is_available():
-        return torch.device("cuda")
-    if cuda and "--cuda" in sys.argv[1:]:
-        raise SystemExit("error: --cuda was given but torch sees no CUDA device; rerun with --no-cuda")
-    return torch.device("cpu")
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-class RunLogger:
-    """The output contract: runs/{run_name}/args.json, metrics.jsonl (one JSON object per logged point, keyed by
-    global_step) and final.json (written last and atomically: its presence means the run finished), mirrored
-    to wandb under --track."""
-
-    def __init__(self, args, run_name: str, algo: str):
-        self.dir = Path(args.runs_dir) / run_name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.header = {"algo": algo, "run_name": run_name, "code_version": code_version()}
-        (self.dir / "args.json").write_text(json.dumps({**vars(args), **self.header}, indent=2, default=str))
-        self.metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
-        self.wandb = None
-        if args.track:
-            import wandb
-
-            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
-                                    mode=args.wandb_mode, name=run_name, config={**vars(args), **self.header},
-                                    dir=str(self.dir))
-
-    def log(self, step: int, **metrics: float) -> None:
-        self.metrics.write(json.dumps({"global_step": step, "time": time.time(), **metrics}) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
-
-    def finish(self, final: dict) -> Path:
-        path = self.dir / "final.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**final, **self.header}, indent=2))
-        os.replace(tmp, path)
-        if self.wandb is not None:
-            self.wandb.summary.update({k: v for k, v in final.items() if not isinstance(v, list)})
-            self.wandb.finish()
-        self.metrics.close()
-        return path
-
-
-class Progress:
-    """A compact progress line (steps, SPS, recent return, ETA), printed at logging intervals only."""
-
-    def __init__(self, total: int, start_step: int = 0):
-        self.total, self.t0, self.s0 = total, time.time(), start_step
-
-    def line(self, step: int, recent_return: float | None) -> str:
-        sps = (step - self.s0) / max(time.time() - self.t0, 1e-9)
-        eta = (self.total - step) / max(sps, 1e-9)
-        ret = "n/a" if recent_return is None else f"{recent_return:.1f}"
-        return f"step {step}/{self.total} | SPS {sps:.0f} | return {ret} | ETA {eta / 60:.1f} min"
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # DeepMind Control environment (spec §1.4): dm_control through shimmy, action repeat, time-limit truncation,
 # 84x84 RGB frames stacked 3 deep (the same block in sac_state.py, sac_pixels.py and drq_sac.py)
 
@@ -197,7 +129,7 @@ def resolve_env_id(env_id: str) -> tuple[str, str]:
     for domain, task in suite.ALL_TASKS:
         if name in (f"{domain}-{task}", f"{domain}_{task}"):
             return domain, task
-    raise SystemExit(f"error: unknown dm_control task {env_id!r}; valid: {', '.join(DMC_TASKS)}")
+    run_utils.unknown_choice("dm_control task", env_id, DMC_TASKS)
 
 
 def default_action_repeat(env_id: str) -> int:
@@ -209,7 +141,9 @@ class DMCEnv(gym.Env):
     `action_repeat` env steps with the rewards summed; the episode is truncated (never terminated) at
     `episode_length` env steps, the DMC time limit; info["env_steps"] counts the env steps of the last call.
     Pixels: 84x84 RGB from camera 0 (2 for quadruped), the last `frame_stack` frames stacked along the channels,
-    uint8 (9, 84, 84); reset fills the stack with copies of the first frame. State: the flattened observation."""
+    uint8 (9, 84, 84); reset fills the stack with copies of the first frame. State: the flattened observation.
+    `snapshot`/`restore` carry the env through a checkpoint: the task's random state before the episode's reset and
+    the actions since, replayed on restore (MuJoCo is deterministic, so the state is rebuilt bit for bit)."""
 
     def __init__(self, env_id: str, seed: int, action_repeat: int, pixels: bool, frame_stack: int = 3,
                  image_size: int = 84, episode_length: int = 1000):
@@ -222,8 +156,9 @@ class DMCEnv(gym.Env):
         self.frame_stack, self.image_size, self.episode_length = frame_stack, image_size, episode_length
         self.fps = 1.0 / (self.env.unwrapped.control_timestep() * action_repeat)
         inner = self.env.action_space
+        # the agent acts in [-1, 1] like dmc2gym's; quadruped's bounds are wider and are rescaled to
         self.low, self.high = inner.low.astype(np.float64), inner.high.astype(np.float64)
-        self.rescale = not (np.all(self.low == -1.0) and np.all(self.high == 1.0))  # the suite's are all [-1, 1]
+        self.rescale = not (np.all(self.low == -1.0) and np.all(self.high == 1.0))
         self.action_space = gym.spaces.Box(-1.0, 1.0, inner.shape, np.float32, seed=seed)
         if pixels:
             shape = (3 * frame_stack, image_size, image_size)
@@ -234,6 +169,7 @@ class DMCEnv(gym.Env):
         self.frames: list[np.ndarray] = []
         self.t = 0
         self.first_reset = True
+        self.random_at_reset, self.actions = None, []
 
     def observe(self, state: dict) -> np.ndarray:
         if not self.pixels:
@@ -251,14 +187,18 @@ class DMCEnv(gym.Env):
         if seed is None and self.first_reset:
             seed = self.seed
         self.first_reset = False
-        state, info = self.env.reset(seed=seed)
-        self.t = 0
+        if seed is not None:
+            self.env.unwrapped.np_random = np.random.RandomState(seed)
+        self.random_at_reset = self.env.unwrapped.np_random.get_state(legacy=False)
+        state, info = self.env.reset()
+        self.t, self.actions = 0, []
         if self.pixels:
             self.frames = [self.render_frame()] * self.frame_stack
             return np.concatenate(self.frames, axis=0), info
         return self.observe(state), info
 
     def step(self, action: np.ndarray):
+        self.actions.append(np.array(action))
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         if self.rescale:
             action = self.low + (action + 1.0) * 0.5 * (self.high - self.low)
@@ -272,6 +212,23 @@ class DMCEnv(gym.Env):
             truncated = (truncated or self.t >= self.episode_length) and not terminated
         info["env_steps"] = n
         return self.observe(state), reward, terminated, truncated, info
+
+    def snapshot(self) -> dict:
+        return run_utils.plain({"first_reset": self.first_reset, "random_at_reset": self.random_at_reset,
+                                "actions": list(self.actions),
+                                "action_space": self.action_space.np_random.bit_generator.state})
+
+    def restore(self, snap: dict) -> np.ndarray | None:
+        """Rebuild the env of `snapshot`; returns the observation of the episode in progress."""
+        self.action_space.np_random.bit_generator.state = run_utils.numpy_state(snap["action_space"])
+        if snap["first_reset"]:
+            return None
+        self.env.unwrapped.np_random.set_state(run_utils.numpy_state(snap["random_at_reset"]))
+        self.first_reset = False
+        obs, _ = self.reset()
+        for action in snap["actions"]:
+            obs = self.step(action.numpy())[0]
+        return obs
 
     def close(self):
         self.env.close()
@@ -306,9 +263,12 @@ FEATURE_DIM = 50  # spec §1.1 feature_dim
 
 class Encoder(nn.Module):
     """Spec §1.1: pixels/255 -> four 3x3 convs with 32 filters, strides 2-1-1-1, no padding, ReLU (84 -> 35) ->
-    Linear(32*35*35, 50) -> LayerNorm -> tanh. `convs` can be shared between encoders; the head cannot."""
+    Linear(32*35*35, 50) -> LayerNorm -> tanh. `convs` can be shared between encoders; the head cannot.
+    `channels_last` runs the convs in that memory layout: the same arithmetic, summed in another order; flatten
+    reads the result in NCHW order, so the head's weights are the same in both layouts."""
 
-    def __init__(self, obs_shape: tuple[int, ...], feature_dim: int = FEATURE_DIM, num_filters: int = 32):
+    def __init__(self, obs_shape: tuple[int, ...], feature_dim: int = FEATURE_DIM, num_filters: int = 32,
+                 channels_last: bool = False):
         super().__init__()
         self.convs = nn.Sequential(
             nn.Conv2d(obs_shape[0], num_filters, 3, stride=2), nn.ReLU(),
@@ -320,9 +280,11 @@ class Encoder(nn.Module):
             conv_dim = self.convs(torch.zeros(1, *obs_shape)).numel()
         self.head = nn.Sequential(nn.Linear(conv_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
         self.feature_dim = feature_dim
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def forward_conv(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.convs(obs.float() / 255.0).flatten(1)
+        # the layout changes on the uint8 frames (a byte a value, not four); the convs keep their input's layout
+        return self.convs(obs.contiguous(memory_format=self.memory_format).float() / 255.0).flatten(1)
 
     def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
         # the actor's losses must not train the shared convs (spec §1.1): no graph through them at all
@@ -503,30 +465,42 @@ def save_dataset(path: Path, frames: np.ndarray, first: np.ndarray, **meta) -> N
     os.replace(tmp, path)
 
 
-def load_dataset(path: Path):
-    if not path.is_file():
-        raise SystemExit(f"error: --dataset {path} does not exist")
-    with np.load(path) as d:
-        if "frames" not in d.files or "first" not in d.files:
-            raise SystemExit(f"error: --dataset {path} has no 'frames'/'first' arrays (not written by this script)")
-        frames, first = d["frames"], d["first"].astype(bool)
-        meta = {k: d[k].item() for k in d.files if k not in ("frames", "first")}
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != 3 or len(frames) != len(first):
-        raise SystemExit(f"error: --dataset {path}: expected uint8 frames (N, 3, H, W), got {frames.dtype} {frames.shape}")
+def load_dataset(path: Path, with_frames: bool = True):
+    """(frames, first, meta) of a dataset .npz. with_frames=False leaves the frames out (None): they take long to
+    decompress, and the rest is enough to check the file and plan the run."""
+    run_utils.require(path.is_file(), f"--dataset {path} does not exist")
+    try:
+        with np.load(path) as d:  # allow_pickle stays off: a file from elsewhere cannot run code
+            run_utils.require("frames" in d.files and "first" in d.files,
+                              f"--dataset {path} has no 'frames'/'first' arrays (not written by this script)")
+            frames = d["frames"] if with_frames else None
+            first = d["first"].astype(bool)
+            meta = {k: d[k].item() for k in d.files if k not in ("frames", "first")}
+    except Exception as exc:  # a truncated or foreign file fails in many ways
+        run_utils.fail(f"--dataset {path} is not a dataset .npz of this script ({type(exc).__name__}: "
+                       f"{first_line(exc)})")
+    if frames is not None:
+        run_utils.require(frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1] == 3
+                          and len(frames) == len(first),
+                          f"--dataset {path}: expected uint8 frames (N, 3, H, W), got {frames.dtype} {frames.shape}")
     return frames, first, meta
 
 
 @torch.no_grad()
 def evaluate_mse(encoder: nn.Module, decoder: nn.Module, frames: torch.Tensor, starts: torch.Tensor, idx: torch.Tensor,
-                 k: int, seed: int, batch_size: int = 256) -> tuple[float, float]:
+                 k: int, seed: int, batch_size: int = 256, label: str | None = None) -> tuple[float, float]:
     """Reconstruction MSE (per pixel and channel) over the inputs at `idx`, on two scales: the training target's
     (5-bit, dequantisation noise, [-0.5, 0.5]: the loss SAC-AE minimises) and grey levels 0..255 (the output mapped
     back by `target_to_pixels`, against the original uint8 frames). The noise has a fixed seed so that epochs are
-    compared on one draw."""
+    compared on one draw. With a `label`, a line every ~20 s says how far it got (minutes on a CPU)."""
     gen = torch.Generator(device=frames.device).manual_seed(seed)
     sq_target = torch.zeros((), device=frames.device, dtype=torch.float64)
     sq_pixels = torch.zeros((), device=frames.device, dtype=torch.float64)
+    last_line = time.time()
     for i in range(0, len(idx), batch_size):
+        if label is not None and time.time() - last_line >= 20.0:
+            print(f"{label}: {i}/{len(idx)} inputs", flush=True)
+            last_line = time.time()
         obs = stack_frames(frames, starts, idx[i: i + batch_size], k)
         rec = decoder(encoder(obs))
         sq_target += (rec - reconstruction_target(obs, generator=gen)).pow(2).sum()
@@ -583,9 +557,31 @@ def save_encoder_checkpoint(path: Path, encoder: nn.Module, decoder: nn.Module, 
                             extra: dict) -> None:
     """The checkpoint sac_ae.py and drq_sac.py --encoder-path read: the encoder's state_dict (the DMC scripts'
     Encoder class, so its weights load bit-for-bit), the decoder's (sac_ae.py --ae-mode joint continues from it)
-    and the input layout."""
-    torch.save({"encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
-                "frames_per_input": frames_per_input, "feature_dim": FEATURE_DIM, "env_id": env_id, **extra}, path)
+    and the input layout; written atomically, and loadable with weights_only=True."""
+    run_utils.save_checkpoint(path, SCRIPT, {"encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
+                                             "frames_per_input": frames_per_input, "feature_dim": FEATURE_DIM,
+                                             "env_id": env_id, **extra})
+
+
+def load_autoencoder(path: str) -> tuple[Encoder, Decoder, int]:
+    """Encoder and decoder of an encoder.pt of this script (read on the CPU with weights_only=True; a bad file is a
+    one-line error) and its frames per input."""
+    run_utils.require(Path(path).is_file(), f"--eval-encoder {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        k = ckpt["frames_per_input"]
+        encoder, decoder = Encoder((3 * k, 84, 84), ckpt["feature_dim"]), Decoder(3 * k, ckpt["feature_dim"])
+        encoder.load_state_dict(ckpt["encoder"])
+        decoder.load_state_dict(ckpt["decoder"])
+    except Exception as exc:  # a wrong file fails in many ways
+        run_utils.fail(f"--eval-encoder {path} is not an encoder.pt of pretrain_autoencoder.py "
+                       f"({type(exc).__name__}: {first_line(exc)})")
+    return encoder, decoder, k
+
+
+def first_line(exc: Exception) -> str:
+    """An exception's message cut to one short line, for one-line errors."""
+    return (str(exc).strip().splitlines() or [""])[0][:120]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -593,40 +589,64 @@ def save_encoder_checkpoint(path: Path, encoder: nn.Module, decoder: nn.Module, 
 
 
 def load_policy(path: str, device: torch.device) -> tuple[Actor, dict, bool]:
-    """The actor of a sac_state.py / sac_pixels.py / drq_sac.py model.pt (their save_checkpoint format: state
-    dicts plus the run's args) and whether it acts on pixels (its state dict holds an encoder) or on states."""
+    """The actor of a sac_state.py / sac_pixels.py / drq_sac.py model.pt or checkpoint.pt (read with
+    weights_only=True: state dicts under "agent", the run's flags under "args"), those flags with the action repeat
+    resolved, and whether it acts on pixels (its state dict holds an encoder) or on states."""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        state, saved = ckpt["actor"], ckpt["args"]
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        script, state, saved = ckpt["script"], ckpt["agent"]["actor"], ckpt["args"]
     except Exception as exc:  # a wrong file fails in many ways
-        raise SystemExit(f"error: --policy-checkpoint {path} is not a model.pt of sac_state.py, sac_pixels.py or "
-                         f"drq_sac.py --save-model ({type(exc).__name__}: {exc})") from None
-    if any(key.startswith("encoder.encoder.") for key in state):
-        raise SystemExit(f"error: --policy-checkpoint {path} acts on a pretrained encoder (drq_sac.py --encoder-path); "
-                         "collect with an end-to-end sac_state.py, sac_pixels.py or drq_sac.py policy")
+        run_utils.fail(f"--policy-checkpoint {path} is not a model.pt of sac_state.py, sac_pixels.py or drq_sac.py "
+                       f"--save-model ({type(exc).__name__}: {first_line(exc)})")
+    run_utils.require(script in POLICY_SCRIPTS, f"--policy-checkpoint {path} is a checkpoint of {script}.py; collect "
+                      "with a sac_state.py, sac_pixels.py or drq_sac.py policy")
+    run_utils.require(not any(key.startswith("encoder.encoder.") for key in state),
+                      f"--policy-checkpoint {path} acts on a pretrained encoder (drq_sac.py --encoder-path); collect "
+                      "with an end-to-end sac_state.py, sac_pixels.py or drq_sac.py policy")
     pixels = any(key.startswith("encoder.convs.") for key in state)
-    if pixels:
-        encoder = Encoder((state["encoder.convs.0.weight"].shape[1], 84, 84), saved.get("feature_dim", FEATURE_DIM))
+    if pixels:  # in the memory layout the policy ran in, so its actions are bitwise its own
+        encoder = Encoder((state["encoder.convs.0.weight"].shape[1], 84, 84), saved.get("feature_dim", FEATURE_DIM),
+                          channels_last=saved.get("channels_last", False))
     else:
         encoder = StateEncoder((state["trunk.0.weight"].shape[1],))
     actor = Actor(encoder, state["trunk.4.weight"].shape[0] // 2, saved["hidden_dim"]).to(device)
     actor.load_state_dict(state)
-    return actor, saved, pixels
+    action_repeat = saved["action_repeat"] or default_action_repeat(saved["env_id"])
+    return actor, {**saved, "action_repeat": action_repeat}, pixels
+
+
+def progress_line(progress: run_utils.Progress, step: int) -> str:
+    """run_utils.Progress's line without the episode return and the learning phase, which only RL runs have; a step
+    here is a frame collected or a minibatch update."""
+    return progress.line(step, None).replace(" | return n/a", "").replace("after learning starts", "n/a")
 
 
 def collect_frames(env_id: str, num_frames: int, seed: int, action_repeat: int, episode_length: int,
-                   actor: Actor | None, pixels: bool, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+                   actor: Actor | None, pixels: bool, device: torch.device, resume: dict | None = None,
+                   interrupts: run_utils.Interrupts | None = None,
+                   on_interrupt: Callable[[dict], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The agent's 84x84 RGB view at each of `num_frames` agent steps, (N, 3, 84, 84) uint8, and `first` (N,),
     True at each episode's first frame. Actions: uniform in [-1, 1] without an actor, else the actor's samples
-    (as during its training). A state actor acts on states while the same camera renders the frames."""
+    (as during its training). A state actor acts on states while the same camera renders the frames. When
+    `interrupts` holds a signal, `on_interrupt` gets the collection so far (it writes a checkpoint and exits);
+    `resume` continues from such a state (the global RNG restored by the caller)."""
     env = make_env(env_id, seed, action_repeat, pixels=pixels or actor is None, episode_length=episode_length)
     frames = np.empty((num_frames, 3, env.image_size, env.image_size), dtype=np.uint8)
     first = np.zeros(num_frames, dtype=bool)
-    obs, _ = env.reset(seed=seed)
-    new_episode, progress = True, Progress(num_frames)
-    for i in range(num_frames):
-        if i > 0 and i % max(num_frames // 10, 1) == 0:
-            print("collecting: " + progress.line(i, None).replace(" | return n/a", ""), flush=True)
+    if resume is None:
+        start, new_episode = 0, True
+        obs, _ = env.reset(seed=seed)
+    else:
+        start, new_episode = resume["frames_done"], resume["new_episode"]
+        frames[:start], first[:start] = resume["frames"].numpy(), resume["first"].numpy()
+        obs = env.restore(resume["env"])
+    progress = run_utils.Progress(num_frames, 0, start)
+    for i in range(start, num_frames):
+        if interrupts is not None and interrupts.requested:
+            on_interrupt({"frames_done": i, "frames": frames[:i], "first": first[:i], "new_episode": new_episode,
+                          "env": env.snapshot()})
+        if progress.due():
+            print("collecting: " + progress_line(progress, i), flush=True)
         frames[i] = obs[-3:] if env.pixels else env.render_frame()
         first[i] = new_episode
         action = env.action_space.sample() if actor is None else act(actor, obs, device, sample=True)
@@ -638,69 +658,121 @@ def collect_frames(env_id: str, num_frames: int, seed: int, action_repeat: int, 
     return frames, first
 
 
-def main(args: Args) -> dict:
-    """Collect (or load) frames, train the autoencoder, write the encoder checkpoint and figures; returns final."""
-    t_start = time.time()
-    if args.epochs < 1 or args.batch_size < 1 or args.num_frames < 2:
-        raise SystemExit("error: --epochs and --batch-size must be >= 1 and --num-frames >= 2")
-    if not 0.0 < args.heldout_fraction < 1.0:
-        raise SystemExit(f"error: --heldout-fraction must lie in (0, 1), got {args.heldout_fraction}")
-    if args.action_repeat is not None and args.action_repeat < 1:
-        raise SystemExit(f"error: --action-repeat must be >= 1, got {args.action_repeat}")
-    if args.policy_checkpoint is not None and not Path(args.policy_checkpoint).is_file():
-        raise SystemExit(f"error: --policy-checkpoint {args.policy_checkpoint} does not exist")
-    if args.eval_encoder is not None and not Path(args.eval_encoder).is_file():
-        raise SystemExit(f"error: --eval-encoder {args.eval_encoder} does not exist")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = get_device(args.cuda)
-    dataset = None if args.dataset is None else load_dataset(Path(args.dataset))
-    if dataset is not None:
-        env_name = str(dataset[2].get("env_id", args.env_id))
-    else:
-        env_name = "-".join(resolve_env_id(args.env_id))
-    actor, saved, pixels = None, {}, True
-    if dataset is None and args.policy_checkpoint is not None:
-        actor, saved, pixels = load_policy(args.policy_checkpoint, device)
-        env_name = "-".join(resolve_env_id(saved["env_id"]))
-    n_frames = len(dataset[0]) if dataset is not None else args.num_frames
-    n_train = n_frames - max(int(round(n_frames * args.heldout_fraction)), 1)
-    if args.batch_size > n_train and args.eval_encoder is None:
-        raise SystemExit(f"error: --batch-size {args.batch_size} is larger than the training split (~{n_train} frames)")
+SCRIPT = Path(__file__).stem
+POLICY_SCRIPTS = ("sac_state", "sac_pixels", "drq_sac")  # the scripts whose saved actor can collect frames
 
-    run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    logger = RunLogger(args, run_name, algo=args.exp_name)
-    if dataset is None:
+
+def validate(args: Args, argv: list[str], ckpt: dict | None = None) -> dict:
+    """One-line errors for bad input, before anything is written. Reads the dataset (--dataset, or the one a resumed
+    run collected), the policy and the encoder to evaluate, and returns them with the resolved settings."""
+    run_utils.positive(num_frames=args.num_frames, epochs=args.epochs, batch_size=args.batch_size,
+                       episode_length=args.episode_length, eval_frames=args.eval_frames, png_frames=args.png_frames,
+                       checkpoint_interval=args.checkpoint_interval)
+    if args.action_repeat is not None:
+        run_utils.positive(action_repeat=args.action_repeat)
+    run_utils.require(args.num_frames >= 2, f"--num-frames must be at least 2 (training and held-out frames), got "
+                      f"{args.num_frames}")
+    run_utils.require(0.0 < args.heldout_fraction < 1.0,
+                      f"--heldout-fraction must lie in (0, 1), got {args.heldout_fraction}")
+    env_name = "-".join(resolve_env_id(args.env_id))
+    dataset_path = ckpt["dataset"] if ckpt and ckpt["phase"] == "train" else args.dataset
+    dataset, actor, saved, pixels, policy = None, None, {}, True, "random"
+    if dataset_path is not None:
+        dataset = load_dataset(Path(dataset_path), with_frames=False)
+        meta = dataset[2]
+        env_name = str(meta.get("env_id", env_name))
+        action_repeat = int(meta.get("action_repeat", args.action_repeat or default_action_repeat(env_name)))
+        train_frames = split_heldout(dataset[1], args.heldout_fraction)
+    else:
+        if args.policy_checkpoint is not None:
+            run_utils.require(Path(args.policy_checkpoint).is_file(),
+                              f"--policy-checkpoint {args.policy_checkpoint} does not exist")
+            actor, saved, pixels = load_policy(args.policy_checkpoint, torch.device("cpu"))
+            env_name = "-".join(resolve_env_id(saved["env_id"]))
+            policy = f"policy-{Path(args.policy_checkpoint).parent.name}"
         action_repeat = args.action_repeat or saved.get("action_repeat") or default_action_repeat(env_name)
-        policy = "random" if actor is None else f"policy-{Path(args.policy_checkpoint).parent.name}"
-        print(f"collecting {args.num_frames} frames of {env_name} (action repeat {action_repeat}, {policy} actions)",
-              flush=True)
+        dataset_path = str(Path(args.dataset_dir) / f"{env_name}__{policy}__{args.num_frames}__{args.seed}.npz")
+        run_utils.check_runs_dir(args.dataset_dir, "--dataset-dir")
+        # the split falls on an episode boundary, known once the frames are collected
+        train_frames = args.num_frames - max(int(round(args.num_frames * args.heldout_fraction)), 1)
+    autoencoder = None
+    if args.eval_encoder is not None:
+        autoencoder = load_autoencoder(args.eval_encoder)
+    else:
+        run_utils.require(args.batch_size <= train_frames, f"--batch-size {args.batch_size} is larger than the "
+                          f"training split (~{train_frames} frames)")
+    run_utils.check_runs_dir(args.runs_dir)
+    run_utils.check_tracking(args.track, args.wandb_mode)
+    device = run_utils.get_device(args.cuda, "--cuda" in argv)
+    return {"env_name": env_name, "action_repeat": action_repeat, "dataset": dataset, "dataset_path": dataset_path,
+            "actor": actor, "pixels": pixels, "policy": policy, "autoencoder": autoencoder, "device": device}
+
+
+def main(args: Args, argv: list[str] = ()) -> dict:
+    """Collect (or load) frames, train the autoencoder, write the encoder checkpoint and figures; returns final."""
+    run_utils.tune_allocator()
+    t_start = time.time()
+    ckpt = None
+    if args.resume:
+        ckpt = run_utils.load_checkpoint(Path(args.resume) / run_utils.CHECKPOINT, SCRIPT)
+        args = run_utils.resume_args(args, ckpt, argv, vars(Args()))
+    cfg = validate(args, argv, ckpt)
+    env_name, action_repeat, device = cfg["env_name"], cfg["action_repeat"], cfg["device"]
+    path = Path(cfg["dataset_path"])
+    run_utils.seed_everything(args.seed, args.torch_deterministic)
+    run_name = ckpt["run_name"] if ckpt else f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.resume) if ckpt else Path(args.runs_dir) / run_name
+    work = (f"evaluate {args.eval_encoder}" if args.eval_encoder else
+            f"{args.epochs} epochs of batch {args.batch_size}, {args.frames_per_input} frame(s) per input")
+    data = (f"the frames of {path}" if cfg["dataset"] is not None else
+            f"{args.num_frames} frames of {cfg['policy']} actions (action repeat {action_repeat}), saved to {path}")
+    resuming = {None: "", "collect": ", resuming the collection", "train": ", resuming the training"}
+    run_utils.announce(SCRIPT, env_name, device, run_dir, f"{work} on {data}{resuming[ckpt and ckpt['phase']]}")
+    record = run_utils.run_record(args, SCRIPT, run_name, device, env_id=env_name, action_repeat=action_repeat,
+                                  dataset_path=str(path))
+    logger = run_utils.RunLogger(args, run_dir, record, resume=ckpt["logger"] if ckpt else None)
+    interrupts = run_utils.Interrupts()
+    t_start -= ckpt["elapsed"] if ckpt else 0.0
+
+    def checkpoint(state: dict) -> Path:
+        """state: the phase ("collect" or "train") and what it needs to continue."""
+        file = run_dir / run_utils.CHECKPOINT
+        run_utils.save_checkpoint(file, SCRIPT, {"args": vars(args), "run_name": run_name, **state,
+                                                 "rng": run_utils.rng_state(), "logger": logger.position(),
+                                                 "elapsed": time.time() - t_start})
+        return file
+
+    if cfg["dataset"] is not None:
+        print(f"dataset: loading {len(cfg['dataset'][1])} frames from {path} ...", flush=True)
+        frames, first, meta = load_dataset(path)
+        print(f"dataset: {len(frames)} frames, {int(first.sum())} episodes <- {path} {meta}", flush=True)
+    else:
+        resume = ckpt["collect"] if ckpt else None
+        print(f"collecting {args.num_frames} frames of {env_name} (action repeat {action_repeat}, {cfg['policy']} "
+              "actions)" + (f" from frame {resume['frames_done']}" if resume else ""), flush=True)
+        if resume:
+            run_utils.set_rng_state(ckpt["rng"])
+
+        def stop(collected: dict) -> None:
+            file = checkpoint({"phase": "collect", "collect": collected})
+            interrupts.exit(collected["frames_done"], file, run_utils.resume_command(run_dir))
+
+        actor = None if cfg["actor"] is None else cfg["actor"].to(device)
         frames, first = collect_frames(env_name, args.num_frames, args.seed, action_repeat, args.episode_length,
-                                       actor, pixels, device)
-        path = Path(args.dataset_dir) / f"{env_name}__{policy}__{args.num_frames}__{args.seed}.npz"
-        save_dataset(path, frames, first, env_id=env_name, policy=policy, action_repeat=action_repeat,
+                                       actor, cfg["pixels"], device, resume, interrupts, stop)
+        print(f"dataset: saving {len(frames)} frames to {path} ...", flush=True)
+        save_dataset(path, frames, first, env_id=env_name, policy=cfg["policy"], action_repeat=action_repeat,
                      seed=args.seed)
         print(f"dataset: {len(frames)} frames, {int(first.sum())} episodes -> {path}", flush=True)
-    else:
-        (frames, first, meta), path = dataset, Path(args.dataset)
-        print(f"dataset: {len(frames)} frames, {int(first.sum())} episodes <- {path} {meta}", flush=True)
 
     frames_t = torch.as_tensor(frames, device=device)
     starts_t = torch.as_tensor(episode_starts(first), device=device)
-    if args.eval_encoder is not None:  # measure a trained autoencoder on these frames, train nothing
-        try:
-            ckpt = torch.load(args.eval_encoder, map_location=device, weights_only=False)
-            k = ckpt["frames_per_input"]
-            encoder, decoder = Encoder((3 * k, *frames.shape[2:])).to(device), Decoder(3 * k).to(device)
-            encoder.load_state_dict(ckpt["encoder"])
-            decoder.load_state_dict(ckpt["decoder"])
-        except Exception as exc:  # a wrong file fails in many ways
-            raise SystemExit(f"error: --eval-encoder {args.eval_encoder} is not an encoder.pt of this script "
-                             f"({type(exc).__name__}: {exc})") from None
+    if cfg["autoencoder"] is not None:  # measure a trained autoencoder on these frames, train nothing
+        encoder, decoder, k = cfg["autoencoder"]
+        encoder, decoder = encoder.to(device), decoder.to(device)
         idx = torch.arange(len(frames), device=device)
-        mse, mse_255 = evaluate_mse(encoder, decoder, frames_t, starts_t, idx, k, args.seed)
+        mse, mse_255 = evaluate_mse(encoder, decoder, frames_t, starts_t, idx, k, args.seed,
+                                    label=f"MSE of {args.eval_encoder}")
         logger.log(0, **{"ae/eval_mse": mse, "ae/eval_mse_255": mse_255})
         save_reconstruction_png(logger.dir / "reconstructions.png", encoder, decoder,
                                 stack_frames(frames_t, starts_t, idx[: args.png_frames], k))
@@ -708,11 +780,15 @@ def main(args: Args) -> dict:
                  "num_frames": len(frames), "dataset": str(path), "evaluated_encoder": args.eval_encoder,
                  "eval_mse": mse, "eval_mse_255": mse_255, "wall_time_s": time.time() - t_start, "run_name": run_name}
         logger.finish(final)
+        (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)
         print(f"{args.eval_encoder} on {path}: MSE {mse:.3e} ({mse_255:.2f} grey levels^2)", flush=True)
         return final
 
     k = args.frames_per_input
     cut = split_heldout(first, args.heldout_fraction)
+    n_batches = cut // args.batch_size  # the ragged last batch is dropped
+    run_utils.require(n_batches >= 1, f"--batch-size {args.batch_size} is larger than the {cut} training frames "
+                      f"(the split falls on an episode boundary); rerun with --dataset {path} and a smaller batch")
     heldout_idx = torch.arange(cut, len(frames), device=device)[: args.eval_frames]
     rng = np.random.default_rng(args.seed)
     train_eval_idx = torch.as_tensor(np.sort(rng.choice(cut, size=min(cut, len(heldout_idx)), replace=False)),
@@ -724,31 +800,59 @@ def main(args: Args) -> dict:
     decoder = Decoder(3 * k).to(device)
     encoder_optimizer, decoder_optimizer = make_ae_optimizers(encoder, decoder, args.encoder_lr, args.decoder_lr,
                                                               args.decoder_weight_lambda)
-    history, progress = [], Progress(args.epochs)
-    n_batches = cut // args.batch_size  # the ragged last batch is dropped
-    for epoch in range(1, args.epochs + 1):
-        perm = torch.randperm(cut, device=device)
-        running = torch.zeros((), device=device)
-        for b in range(n_batches):
-            obs = stack_frames(frames_t, starts_t, perm[b * args.batch_size: (b + 1) * args.batch_size], k)
-            loss, rec_loss, _ = ae_loss(encoder, decoder, obs, args.decoder_latent_lambda)
-            encoder_optimizer.zero_grad(set_to_none=True)
-            decoder_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            encoder_optimizer.step()
-            decoder_optimizer.step()
-            running += rec_loss.detach()
-        train_mse, train_mse_255 = evaluate_mse(encoder, decoder, frames_t, starts_t, train_eval_idx, k, args.seed)
-        heldout_mse, heldout_mse_255 = evaluate_mse(encoder, decoder, frames_t, starts_t, heldout_idx, k, args.seed)
-        point = {"ae/epoch": epoch, "ae/train_loss": running.item() / n_batches, "ae/train_mse": train_mse,
+    modules = {"encoder": encoder, "decoder": decoder, "encoder_optimizer": encoder_optimizer,
+               "decoder_optimizer": decoder_optimizer}
+    # perm and running: the epoch's minibatch order and summed reconstruction loss; the first checkpoint is written
+    # as training starts, so that a run that collected its frames never collects them again
+    train = {"update": 0, "perm": None, "running": None, "history": [], "next_checkpoint": 0}
+    if ckpt and ckpt["phase"] == "train":
+        for name, module in modules.items():
+            module.load_state_dict(ckpt["autoencoder"][name])
+        train = ckpt["train"]
+        for name in ("perm", "running"):
+            train[name] = None if train[name] is None else train[name].to(device)
+        run_utils.set_rng_state(ckpt["rng"])
+    total = args.epochs * n_batches
+    progress = run_utils.Progress(total, 0, train["update"])
+    while train["update"] < total:
+        update = train["update"]
+        if interrupts.requested or update >= train["next_checkpoint"]:
+            file = checkpoint({"phase": "train", "dataset": str(path), "train": train,
+                               "autoencoder": {name: module.state_dict() for name, module in modules.items()}})
+            if interrupts.requested:
+                interrupts.exit(update, file, run_utils.resume_command(run_dir))
+            train["next_checkpoint"] = update + args.checkpoint_interval
+        epoch, b = divmod(update, n_batches)
+        if b == 0:
+            train["perm"], train["running"] = torch.randperm(cut, device=device), torch.zeros((), device=device)
+        obs = stack_frames(frames_t, starts_t, train["perm"][b * args.batch_size: (b + 1) * args.batch_size], k)
+        loss, rec_loss, _ = ae_loss(encoder, decoder, obs, args.decoder_latent_lambda)
+        encoder_optimizer.zero_grad(set_to_none=True)
+        decoder_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        encoder_optimizer.step()
+        decoder_optimizer.step()
+        train["running"] += rec_loss.detach()
+        train["update"] += 1
+        if b + 1 < n_batches:
+            if progress.due():
+                print(f"{progress_line(progress, train['update'])} | epoch {epoch + 1}/{args.epochs}", flush=True)
+            continue
+        label = f"epoch {epoch + 1}/{args.epochs}: MSE"
+        train_mse, train_mse_255 = evaluate_mse(encoder, decoder, frames_t, starts_t, train_eval_idx, k, args.seed,
+                                                label=f"{label} on training inputs")
+        heldout_mse, heldout_mse_255 = evaluate_mse(encoder, decoder, frames_t, starts_t, heldout_idx, k, args.seed,
+                                                    label=f"{label} on held-out inputs")
+        point = {"ae/epoch": epoch + 1, "ae/train_loss": train["running"].item() / n_batches, "ae/train_mse": train_mse,
                  "ae/heldout_mse": heldout_mse, "ae/train_mse_255": train_mse_255,
                  "ae/heldout_mse_255": heldout_mse_255}
-        history.append(point)
-        logger.log(epoch, **point)
-        eta = progress.line(epoch, None).rsplit(" | ", 1)[1]
-        print(f"epoch {epoch}/{args.epochs} | MSE train {train_mse:.3e} held-out {heldout_mse:.3e} | grey levels^2 "
-              f"train {train_mse_255:.2f} held-out {heldout_mse_255:.2f} | {eta}", flush=True)
+        train["history"].append(point)
+        logger.log(epoch + 1, **point)
+        print(f"{progress_line(progress, train['update'])} | epoch {epoch + 1}/{args.epochs} | MSE train "
+              f"{train_mse:.3e} held-out {heldout_mse:.3e} | grey levels^2 train {train_mse_255:.2f} held-out "
+              f"{heldout_mse_255:.2f}", flush=True)
 
+    history = train["history"]
     encoder_path = logger.dir / "encoder.pt"
     save_encoder_checkpoint(encoder_path, encoder, decoder, k, env_name,
                             {"dataset": str(path), "epochs": args.epochs, "run_name": run_name})
@@ -761,9 +865,15 @@ def main(args: Args) -> dict:
              **{key.removeprefix("ae/"): value for key, value in history[-1].items() if key != "ae/epoch"},
              "wall_time_s": time.time() - t_start, "run_name": run_name}
     logger.finish(final)
+    (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done
     print(f"encoder -> {encoder_path}", flush=True)
     return final
 
 
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line, parsed by tyro (sweep.py checks each cell with it before starting anything)."""
+    return tyro.cli(Args, args=argv)
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_args(), sys.argv[1:])

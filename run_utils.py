@@ -109,12 +109,13 @@ def unknown_choice(kind: str, name: str, valid: list[str]):
     fail(f"unknown {kind} {name!r}; {hint}")
 
 
-def check_runs_dir(runs_dir: str) -> None:
+def check_runs_dir(runs_dir: str, flag: str = "--runs-dir") -> None:
+    """`flag`: the option that named the folder, for the message (any folder a run will write to)."""
     path = Path(runs_dir)
     probe = path
     while not probe.exists():
         probe = probe.parent
-    require(probe.is_dir() and os.access(probe, os.W_OK | os.X_OK), f"--runs-dir {runs_dir!r} cannot be written")
+    require(probe.is_dir() and os.access(probe, os.W_OK | os.X_OK), f"{flag} {runs_dir!r} cannot be written")
 
 
 def check_tracking(track: bool, wandb_mode: str) -> None:

@@ -13,13 +13,11 @@ what SAC+AE changes. Steps users see (flags, x-axes, final.json) are environment
     python sac_ae.py --ae-mode joint                                           # SAC+AE of Yarats et al.
     python sac_ae.py --ae-mode joint --encoder-path runs_ae/<run>/encoder.pt   # joint, from the pretrained AE
     python sac_ae.py --eval-checkpoint runs/<run>/model.pt                     # evaluate a saved model only
+    python sac_ae.py --resume runs/<run>                                       # continue an interrupted run
 """
 import copy
-import json
 import math
 import os
-import random
-import subprocess
 import sys
 import time
 import warnings
@@ -36,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+
+import run_utils
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # glfw complains about a missing X display although EGL does the rendering
@@ -68,11 +68,15 @@ class Args:
     capture_video: bool = False
     """if toggled, record the first episode of every evaluation to runs/{run_name}/videos"""
     save_model: bool = False
-    """if toggled, save actor, critic, target critic and temperature to runs/{run_name}/model.pt"""
+    """if toggled, save the agent (networks, decoder, optimizers, temperature) and, frozen, the pretrained encoder to runs/{run_name}/model.pt"""
     eval_checkpoint: str | None = None
-    """path of a model.pt to load and evaluate (its env id and action repeat); no training happens"""
+    """path of a model.pt or checkpoint.pt to load and evaluate (its env id, action repeat and frozen encoder); no training happens"""
     runs_dir: str = "runs"
     """folder that receives runs/{run_name}/"""
+    resume: str | None = None
+    """run directory of an interrupted run (runs/{run_name}): continue it in place from its checkpoint.pt"""
+    checkpoint_interval: int = 10_000
+    """env steps between full-state checkpoints (networks, decoder, optimizers, replay, RNG and env state) in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
 
     # Environment (spec §1.4, §6 items 3 and 5)
     env_id: str = "cartpole-swingup"
@@ -144,16 +148,7 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Shared blocks (identical in every training script; see CONTRIBUTING.md)
-
-
-def get_device(cuda: bool) -> torch.device:
-    # --cuda is on by default and falls back to the CPU; naming it explicitly makes a missing GPU an error.
-    if cuda and torch.cuda.is_available():
-        return torch.device("cuda")
-    if cuda and "--cuda" in sys.argv[1:]:
-        raise SystemExit("error: --cuda was given but torch sees no CUDA device; rerun with --no-cuda")
-    return torch.device("cpu")
+# Augmentation (spec §1.3): only the invariance measurement of joint mode shifts
 
 
 def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,64 +163,6 @@ def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = Non
     cols = (torch.arange(w, device=x.device) + shift[:, 1:]).clamp(0, w - 1)
     x = x.gather(2, rows[:, None, :, None].expand(n, c, h, w))
     return x.gather(3, cols[:, None, None, :].expand(n, c, h, w))
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-class RunLogger:
-    """The output contract: runs/{run_name}/args.json, metrics.jsonl (one JSON object per logged point, keyed by
-    global_step) and final.json (written last and atomically: its presence means the run finished), mirrored
-    to wandb under --track."""
-
-    def __init__(self, args, run_name: str, algo: str):
-        self.dir = Path(args.runs_dir) / run_name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.header = {"algo": algo, "run_name": run_name, "code_version": code_version()}
-        (self.dir / "args.json").write_text(json.dumps({**vars(args), **self.header}, indent=2, default=str))
-        self.metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
-        self.wandb = None
-        if args.track:
-            import wandb
-
-            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
-                                    mode=args.wandb_mode, name=run_name, config={**vars(args), **self.header},
-                                    dir=str(self.dir))
-
-    def log(self, step: int, **metrics: float) -> None:
-        self.metrics.write(json.dumps({"global_step": step, "time": time.time(), **metrics}) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
-
-    def finish(self, final: dict) -> Path:
-        path = self.dir / "final.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**final, **self.header}, indent=2))
-        os.replace(tmp, path)
-        if self.wandb is not None:
-            self.wandb.summary.update({k: v for k, v in final.items() if not isinstance(v, list)})
-            self.wandb.finish()
-        self.metrics.close()
-        return path
-
-
-class Progress:
-    """A compact progress line (steps, SPS, recent return, ETA), printed at logging intervals only."""
-
-    def __init__(self, total: int, start_step: int = 0):
-        self.total, self.t0, self.s0 = total, time.time(), start_step
-
-    def line(self, step: int, recent_return: float | None) -> str:
-        sps = (step - self.s0) / max(time.time() - self.t0, 1e-9)
-        eta = (self.total - step) / max(sps, 1e-9)
-        ret = "n/a" if recent_return is None else f"{recent_return:.1f}"
-        return f"step {step}/{self.total} | SPS {sps:.0f} | return {ret} | ETA {eta / 60:.1f} min"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,7 +183,7 @@ def resolve_env_id(env_id: str) -> tuple[str, str]:
     for domain, task in suite.ALL_TASKS:
         if name in (f"{domain}-{task}", f"{domain}_{task}"):
             return domain, task
-    raise SystemExit(f"error: unknown dm_control task {env_id!r}; valid: {', '.join(DMC_TASKS)}")
+    run_utils.unknown_choice("dm_control task", env_id, DMC_TASKS)
 
 
 def default_action_repeat(env_id: str) -> int:
@@ -258,7 +195,9 @@ class DMCEnv(gym.Env):
     `action_repeat` env steps with the rewards summed; the episode is truncated (never terminated) at
     `episode_length` env steps, the DMC time limit; info["env_steps"] counts the env steps of the last call.
     Pixels: 84x84 RGB from camera 0 (2 for quadruped), the last `frame_stack` frames stacked along the channels,
-    uint8 (9, 84, 84); reset fills the stack with copies of the first frame. State: the flattened observation."""
+    uint8 (9, 84, 84); reset fills the stack with copies of the first frame. State: the flattened observation.
+    `snapshot`/`restore` carry the env through a checkpoint: the task's random state before the episode's reset and
+    the actions since, replayed on restore (MuJoCo is deterministic, so the state is rebuilt bit for bit)."""
 
     def __init__(self, env_id: str, seed: int, action_repeat: int, pixels: bool, frame_stack: int = 3,
                  image_size: int = 84, episode_length: int = 1000):
@@ -271,8 +210,9 @@ class DMCEnv(gym.Env):
         self.frame_stack, self.image_size, self.episode_length = frame_stack, image_size, episode_length
         self.fps = 1.0 / (self.env.unwrapped.control_timestep() * action_repeat)
         inner = self.env.action_space
+        # the agent acts in [-1, 1] like dmc2gym's; quadruped's bounds are wider and are rescaled to
         self.low, self.high = inner.low.astype(np.float64), inner.high.astype(np.float64)
-        self.rescale = not (np.all(self.low == -1.0) and np.all(self.high == 1.0))  # the suite's are all [-1, 1]
+        self.rescale = not (np.all(self.low == -1.0) and np.all(self.high == 1.0))
         self.action_space = gym.spaces.Box(-1.0, 1.0, inner.shape, np.float32, seed=seed)
         if pixels:
             shape = (3 * frame_stack, image_size, image_size)
@@ -283,6 +223,7 @@ class DMCEnv(gym.Env):
         self.frames: list[np.ndarray] = []
         self.t = 0
         self.first_reset = True
+        self.random_at_reset, self.actions = None, []
 
     def observe(self, state: dict) -> np.ndarray:
         if not self.pixels:
@@ -300,14 +241,18 @@ class DMCEnv(gym.Env):
         if seed is None and self.first_reset:
             seed = self.seed
         self.first_reset = False
-        state, info = self.env.reset(seed=seed)
-        self.t = 0
+        if seed is not None:
+            self.env.unwrapped.np_random = np.random.RandomState(seed)
+        self.random_at_reset = self.env.unwrapped.np_random.get_state(legacy=False)
+        state, info = self.env.reset()
+        self.t, self.actions = 0, []
         if self.pixels:
             self.frames = [self.render_frame()] * self.frame_stack
             return np.concatenate(self.frames, axis=0), info
         return self.observe(state), info
 
     def step(self, action: np.ndarray):
+        self.actions.append(np.array(action))
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         if self.rescale:
             action = self.low + (action + 1.0) * 0.5 * (self.high - self.low)
@@ -321,6 +266,23 @@ class DMCEnv(gym.Env):
             truncated = (truncated or self.t >= self.episode_length) and not terminated
         info["env_steps"] = n
         return self.observe(state), reward, terminated, truncated, info
+
+    def snapshot(self) -> dict:
+        return run_utils.plain({"first_reset": self.first_reset, "random_at_reset": self.random_at_reset,
+                                "actions": list(self.actions),
+                                "action_space": self.action_space.np_random.bit_generator.state})
+
+    def restore(self, snap: dict) -> np.ndarray | None:
+        """Rebuild the env of `snapshot`; returns the observation of the episode in progress."""
+        self.action_space.np_random.bit_generator.state = run_utils.numpy_state(snap["action_space"])
+        if snap["first_reset"]:
+            return None
+        self.env.unwrapped.np_random.set_state(run_utils.numpy_state(snap["random_at_reset"]))
+        self.first_reset = False
+        obs, _ = self.reset()
+        for action in snap["actions"]:
+            obs = self.step(action.numpy())[0]
+        return obs
 
     def close(self):
         self.env.close()
@@ -355,9 +317,12 @@ FEATURE_DIM = 50  # spec §1.1 feature_dim
 
 class Encoder(nn.Module):
     """Spec §1.1: pixels/255 -> four 3x3 convs with 32 filters, strides 2-1-1-1, no padding, ReLU (84 -> 35) ->
-    Linear(32*35*35, 50) -> LayerNorm -> tanh. `convs` can be shared between encoders; the head cannot."""
+    Linear(32*35*35, 50) -> LayerNorm -> tanh. `convs` can be shared between encoders; the head cannot.
+    `channels_last` runs the convs in that memory layout: the same arithmetic, summed in another order; flatten
+    reads the result in NCHW order, so the head's weights are the same in both layouts."""
 
-    def __init__(self, obs_shape: tuple[int, ...], feature_dim: int = FEATURE_DIM, num_filters: int = 32):
+    def __init__(self, obs_shape: tuple[int, ...], feature_dim: int = FEATURE_DIM, num_filters: int = 32,
+                 channels_last: bool = False):
         super().__init__()
         self.convs = nn.Sequential(
             nn.Conv2d(obs_shape[0], num_filters, 3, stride=2), nn.ReLU(),
@@ -369,9 +334,11 @@ class Encoder(nn.Module):
             conv_dim = self.convs(torch.zeros(1, *obs_shape)).numel()
         self.head = nn.Sequential(nn.Linear(conv_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
         self.feature_dim = feature_dim
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def forward_conv(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.convs(obs.float() / 255.0).flatten(1)
+        # the layout changes on the uint8 frames (a byte a value, not four); the convs keep their input's layout
+        return self.convs(obs.contiguous(memory_format=self.memory_format).float() / 255.0).flatten(1)
 
     def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
         # the actor's losses must not train the shared convs (spec §1.1): no graph through them at all
@@ -473,15 +440,15 @@ def make_ae_optimizers(encoder: nn.Module, decoder: nn.Module, encoder_lr: float
 
 
 def load_encoder_checkpoint(path: str) -> dict:
-    """pretrain_autoencoder.py's encoder.pt, read on the CPU and checked early: a bad file is a one-line error."""
-    if not Path(path).is_file():
-        raise SystemExit(f"error: --encoder-path {path} does not exist")
+    """pretrain_autoencoder.py's encoder.pt, read on the CPU with weights_only=True (a file from elsewhere cannot
+    run code) and checked early: a bad file is a one-line error."""
+    run_utils.require(Path(path).is_file(), f"--encoder-path {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         Encoder((3 * ckpt["frames_per_input"], 84, 84), ckpt["feature_dim"]).load_state_dict(ckpt["encoder"])
     except Exception as exc:  # a wrong file fails in many ways
-        raise SystemExit(f"error: --encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
-                         f"({type(exc).__name__}: {exc})") from None
+        run_utils.fail(f"--encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
+                       f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]})")
     return ckpt
 
 
@@ -521,22 +488,31 @@ class LatentStackEnv(gym.Wrapper):
         self.latents = self.latents[1:] + [self.encode(pixels)]
         return np.concatenate(self.latents), reward, terminated, truncated, info
 
+    def snapshot(self) -> dict:
+        # the replay in DMCEnv.restore returns only the newest frame, so the older latents travel as they are
+        return run_utils.plain({"env": self.env.snapshot(), "latents": list(self.latents)})
 
-def resolve_ae_args(args: Args) -> tuple[Args, dict | None]:
+    def restore(self, snap: dict) -> np.ndarray | None:
+        obs = self.env.restore(snap["env"])
+        self.latents = [latent.numpy() for latent in snap["latents"]]
+        return None if obs is None else np.concatenate(self.latents)
+
+
+def resolve_ae_args(args: Args, pretrained: dict | None = None) -> tuple[Args, dict | None]:
     """Fill the mode-dependent defaults (frozen: sac_state.py's and the report's; joint: SAC-AE's, spec §5) and
-    read --encoder-path; bad combinations are one-line errors before any long work."""
+    read --encoder-path (unless `pretrained`, the copy a resumed run's checkpoint carries, is given); bad
+    combinations are one-line errors before any long work."""
     joint = args.ae_mode == "joint"
-    pretrained = None
-    if args.encoder_path is not None:
+    if pretrained is None and args.encoder_path is not None:
         pretrained = load_encoder_checkpoint(args.encoder_path)
-    elif not joint and not args.eval_checkpoint:
-        raise SystemExit("error: --ae-mode frozen needs --encoder-path (an encoder.pt of pretrain_autoencoder.py)")
+    run_utils.require(joint or pretrained is not None,
+                      "--ae-mode frozen needs --encoder-path (an encoder.pt of pretrain_autoencoder.py)")
     k = pretrained["frames_per_input"] if pretrained else (args.frames_per_input or 3)
-    if args.frames_per_input not in (None, k):
-        raise SystemExit(f"error: --frames-per-input {args.frames_per_input} differs from the encoder checkpoint's {k}")
-    if pretrained and pretrained["feature_dim"] != args.feature_dim:
-        raise SystemExit(f"error: --feature-dim {args.feature_dim} differs from the encoder checkpoint's "
-                         f"{pretrained['feature_dim']}")
+    run_utils.require(args.frames_per_input in (None, k),
+                      f"--frames-per-input {args.frames_per_input} differs from the encoder checkpoint's {k}")
+    if pretrained:
+        run_utils.require(pretrained["feature_dim"] == args.feature_dim, f"--feature-dim {args.feature_dim} differs "
+                          f"from the encoder checkpoint's {pretrained['feature_dim']}")
 
     def pick(value, frozen, joint_value):
         return value if value is not None else (joint_value if joint else frozen)
@@ -545,11 +521,9 @@ def resolve_ae_args(args: Args) -> tuple[Args, dict | None]:
                    batch_size=pick(args.batch_size, 512, 128), alpha_lr=pick(args.alpha_lr, 1e-3, 1e-4),
                    alpha_beta=pick(args.alpha_beta, 0.9, 0.5), latent_stack=pick(args.latent_stack, 8, 1),
                    frames_per_input=k)
-    if args.latent_stack < 1 or (joint and args.latent_stack != 1):
-        raise SystemExit(f"error: --latent-stack must be >= 1 (and 1 with --ae-mode joint, which encodes the frame "
-                         f"stack once as SAC-AE does), got {args.latent_stack}")
-    if args.decoder_frequency < 1:
-        raise SystemExit(f"error: --decoder-frequency must be >= 1, got {args.decoder_frequency}")
+    run_utils.require(args.latent_stack >= 1 and (not joint or args.latent_stack == 1),
+                      f"--latent-stack must be >= 1 (and 1 with --ae-mode joint, which encodes the frame stack once "
+                      f"as SAC-AE does), got {args.latent_stack}")
     return args, pretrained
 
 
@@ -727,13 +701,27 @@ class ReplayBuffer:
         next_obs = frames[:, 1:].flatten(1, 2)
         return obs, self.actions[idx], self.rewards[idx], next_obs, self.not_dones[idx]
 
-    def valid_slots(self) -> torch.Tensor:
-        return torch.arange(self.start, self.added, device=self.device) % self.capacity
-
     def sample(self, batch_size: int):
         # uniform with replacement over the sampleable transitions, as the authors' replay_buffer.sample
         idx = (self.start + torch.randint(0, len(self), (batch_size,), device=self.device)) % self.capacity
         return self.get(idx)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs: the written part of each array (uint8 frames or latents as stored) and the
+        counters."""
+        n, f = min(self.added, self.capacity), min(self.frames_written, self.num_frames)
+        return {"frames": self.frames[:f], "frame_idx": self.frame_idx[:n], "actions": self.actions[:n],
+                "rewards": self.rewards[:n], "not_dones": self.not_dones[:n],
+                "oldest_frame": torch.from_numpy(self.oldest_frame[:n].copy()), "frames_written": self.frames_written,
+                "added": self.added, "start": self.start, "current": self.current}
+
+    def load_state_dict(self, state: dict) -> None:
+        n, f = len(state["actions"]), len(state["frames"])
+        for name in ["frames", "frame_idx", "actions", "rewards", "not_dones"]:
+            getattr(self, name)[: n if name != "frames" else f] = state[name]
+        self.oldest_frame[:n] = state["oldest_frame"].numpy()
+        self.frames_written, self.added, self.start, self.current = (state["frames_written"], state["added"],
+                                                                      state["start"], state["current"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -866,72 +854,87 @@ def evaluate(actor: Actor, env: DMCEnv, episodes: int, device: torch.device, vid
     return returns
 
 
-def save_checkpoint(path: Path, agent: Agent, args: Args, action_repeat: int, frozen: dict | None = None) -> None:
-    """frozen: the frozen encoder's weights travel along, so --eval-checkpoint needs no encoder file."""
-    torch.save({"actor": agent.actor.state_dict(), "critic": agent.critic.state_dict(),
-                "critic_target": agent.critic_target.state_dict(), "log_alpha": agent.log_alpha.detach().cpu(),
-                "decoder": None if agent.decoder is None else agent.decoder.state_dict(), "frozen_encoder": frozen,
-                "args": {**vars(args), "action_repeat": action_repeat}}, path)
+
+def agent_state(agent: Agent) -> dict:
+    state = {"actor": agent.actor.state_dict(), "critic": agent.critic.state_dict(),
+             "critic_target": agent.critic_target.state_dict(), "log_alpha": agent.log_alpha.detach().clone(),
+             "actor_optimizer": agent.actor_optimizer.state_dict(),
+             "critic_optimizer": agent.critic_optimizer.state_dict(),
+             "alpha_optimizer": agent.alpha_optimizer.state_dict()}
+    if agent.decoder is not None:
+        state |= {"decoder": agent.decoder.state_dict(), "encoder_optimizer": agent.encoder_optimizer.state_dict(),
+                  "decoder_optimizer": agent.decoder_optimizer.state_dict()}
+    return state
 
 
-def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, dict, DMCEnv]:
-    """Rebuild agent and an evaluation env from a model.pt (its env id, action repeat and network sizes)."""
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    saved = ckpt["args"]
-    joint, k = saved["ae_mode"] == "joint", saved["frames_per_input"]
-    env = make_env(saved["env_id"], saved["seed"] + 10_000, saved["action_repeat"], pixels=True, frame_stack=k,
-                   episode_length=saved["episode_length"])
-    if not joint:
-        env = LatentStackEnv(env, frozen_encoder(ckpt["frozen_encoder"], k, device), saved["latent_stack"], k, device)
-    agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"],
-                       saved["feature_dim"], joint=joint)
-    if joint:
-        agent.decoder.load_state_dict(ckpt["decoder"])
-    agent.critic.load_state_dict(ckpt["critic"])
-    agent.actor.load_state_dict(ckpt["actor"])
-    agent.critic_target.load_state_dict(ckpt["critic_target"])
-    agent.log_alpha.data.copy_(ckpt["log_alpha"])
-    return agent, saved, env
+def load_agent_state(agent: Agent, state: dict) -> None:
+    agent.critic.load_state_dict(state["critic"])
+    agent.actor.load_state_dict(state["actor"])  # the tied convs load twice, with the same values
+    agent.critic_target.load_state_dict(state["critic_target"])
+    with torch.no_grad():
+        agent.log_alpha.copy_(state["log_alpha"])
+    optimizers = ["actor_optimizer", "critic_optimizer", "alpha_optimizer"]
+    if agent.decoder is not None:
+        agent.decoder.load_state_dict(state["decoder"])
+        optimizers += ["encoder_optimizer", "decoder_optimizer"]
+    for name in optimizers:
+        getattr(agent, name).load_state_dict(state[name])
 
 
-def main(args: Args):
-    """Train (or, with --eval-checkpoint, only evaluate); returns (final dict, agent, replay buffer or None)."""
-    t_start = time.time()
-    domain, task = resolve_env_id(args.env_id)
-    args, pretrained = resolve_ae_args(args)
-    joint = args.ae_mode == "joint"
-    if args.batch_size > args.buffer_size:
-        raise SystemExit(f"error: --batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
-    if args.eval_checkpoint and not Path(args.eval_checkpoint).is_file():
-        raise SystemExit(f"error: checkpoint {args.eval_checkpoint!r} does not exist")
-    if args.action_repeat is not None and args.action_repeat < 1:
-        raise SystemExit(f"error: --action-repeat must be >= 1, got {args.action_repeat}")
-    action_repeat = args.action_repeat or default_action_repeat(args.env_id)
+# ---------------------------------------------------------------------------------------------------------------
+# The training loop (spec §1.2; joint: spec §5)
+
+SCRIPT = Path(__file__).stem
+
+
+def validate(args: Args, argv: list[str], pretrained: dict | None = None) -> tuple[Args, dict]:
+    """One-line errors for bad input, before anything is written; returns the args with the mode's defaults filled
+    in (`resolve_ae_args`; `pretrained`: a resumed run's copy of its encoder.pt) and the resolved settings."""
+    optional = {"batch_size": args.batch_size, "buffer_size": args.buffer_size, "action_repeat": args.action_repeat,
+                "frames_per_input": args.frames_per_input}  # None: the mode's or the task's default
+    run_utils.positive(total_timesteps=args.total_timesteps, eval_episodes=args.eval_episodes,
+                       eval_frequency=args.eval_frequency, episode_length=args.episode_length,
+                       decoder_frequency=args.decoder_frequency, checkpoint_interval=args.checkpoint_interval,
+                       **{name: value for name, value in optional.items() if value is not None})
+    env_name = "-".join(resolve_env_id(args.env_id))
+    args, pretrained = resolve_ae_args(args, pretrained)
+    action_repeat = args.action_repeat or default_action_repeat(env_name)
     learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
-    env_name = f"{domain}-{task}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = get_device(args.cuda)
+    run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
+                      f"in [0, --total-timesteps {args.total_timesteps})")
+    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
+    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
+                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
+                      f"{learning_starts} env steps at action repeat {action_repeat}, --buffer-size {args.buffer_size})")
+    run_utils.check_runs_dir(args.runs_dir)
+    run_utils.check_tracking(args.track, args.wandb_mode)
+    device = run_utils.get_device(args.cuda, "--cuda" in argv)
+    return args, {"env_name": env_name, "action_repeat": action_repeat, "learning_starts": learning_starts,
+                  "pretrained": pretrained, "device": device}
 
+
+def main(args: Args, argv: list[str] = ()):
+    """Train (or, with --eval-checkpoint, only evaluate); returns (final dict, agent, replay buffer or None)."""
+    run_utils.tune_allocator()
+    t_start = time.time()
     if args.eval_checkpoint:
-        agent, saved, eval_env = load_checkpoint(args.eval_checkpoint, device)
-        run_name = f"{saved['env_id']}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        logger = RunLogger(args, run_name, algo=args.exp_name)
-        video = logger.dir / "videos" / "eval_checkpoint.mp4" if args.capture_video else None
-        returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        final = {"env_id": saved["env_id"], "algo": args.exp_name, "seed": args.seed, "k": saved.get("k", 1),
-                 "m": saved.get("m", 1), "action_repeat": saved["action_repeat"], "total_timesteps": 0,
-                 "eval_episodes": args.eval_episodes, "mean_return": float(np.mean(returns)),
-                 "std_return": float(np.std(returns)), "returns": returns, "wall_time_s": time.time() - t_start,
-                 "run_name": run_name, "evaluated_checkpoint": str(args.eval_checkpoint)}
-        logger.finish(final)
-        print(f"checkpoint {args.eval_checkpoint}: mean return {final['mean_return']:.1f} over {len(returns)} "
-              f"episodes -> {logger.dir}", flush=True)
-        return final, agent, None
-
-    run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        return evaluate_checkpoint(args, argv)
+    ckpt = None
+    if args.resume:
+        ckpt = run_utils.load_checkpoint(Path(args.resume) / run_utils.CHECKPOINT, SCRIPT)
+        args = run_utils.resume_args(args, ckpt, argv, vars(Args()))
+    args, cfg = validate(args, argv, ckpt["pretrained"] if ckpt else None)
+    env_name, action_repeat, learning_starts, pretrained, device = (
+        cfg["env_name"], cfg["action_repeat"], cfg["learning_starts"], cfg["pretrained"], cfg["device"])
+    joint = args.ae_mode == "joint"
+    run_utils.seed_everything(args.seed, args.torch_deterministic)
+    run_name = ckpt["run_name"] if ckpt else f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.resume) if ckpt else Path(args.runs_dir) / run_name
+    run_utils.announce(SCRIPT, env_name, device, run_dir,
+                       f"{args.ae_mode} encoder, {args.total_timesteps} env steps (action repeat {action_repeat}), "
+                       f"learning from step {learning_starts}, {args.eval_episodes}-episode evaluations every "
+                       f"{args.eval_frequency} steps" + (f", resuming at step {ckpt['loop']['global_step']}"
+                                                         if ckpt else ""))
     if args.action_repeat is None and env_name not in ACTION_REPEAT:
         print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using {DEFAULT_ACTION_REPEAT}, "
               "the Dreamer-benchmark value (spec §1.4)", flush=True)
@@ -945,15 +948,20 @@ def main(args: Args):
         encoder = frozen_encoder(pretrained["encoder"], k, device)
         env = LatentStackEnv(env, encoder, args.latent_stack, k, device)
         eval_env = LatentStackEnv(eval_env, encoder, args.latent_stack, k, device)
-    logger = RunLogger(args, run_name, algo=args.exp_name)
     obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
     agent = make_agent(obs_shape, action_dim, device, args.hidden_dim, args.feature_dim, args.policy_lr, args.q_lr,
                        args.alpha_lr, args.init_temperature, joint, args.alpha_beta, args.encoder_lr, args.decoder_lr,
                        args.decoder_weight_lambda, pretrained if joint else None)
     rb = ReplayBuffer(args.buffer_size, obs_shape, action_dim, device,
                       episode_len=math.ceil(args.episode_length / action_repeat))
+    record = run_utils.run_record(args, SCRIPT, run_name, device, action_repeat=action_repeat,
+                                  learning_starts=learning_starts)
+    logger = run_utils.RunLogger(args, run_dir, record, resume=ckpt["logger"] if ckpt else None)
+    interrupts = run_utils.Interrupts()
 
     def run_evaluation(global_step: int) -> list[float]:
+        t0 = time.time()
+        print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
         video = logger.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
         returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
         point = {"eval/episodic_return": float(np.mean(returns)), "eval/episodic_return_std": float(np.std(returns))}
@@ -961,61 +969,149 @@ def main(args: Args):
             obs, action, _, _, _ = rb.sample(min(args.batch_size, 256))
             point.update(measure_invariance(agent.critic, obs, action))
         logger.log(global_step, **point)
-        print(f"eval at step {global_step}: return {point['eval/episodic_return']:.1f}", flush=True)
+        print(f"eval at step {global_step}: return {point['eval/episodic_return']:.1f} over {len(returns)} episodes "
+              f"in {time.time() - t0:.0f} s", flush=True)
         return returns
 
-    progress = Progress(args.total_timesteps)
-    obs, _ = env.reset(seed=args.seed)
-    global_step, step, episode_return, episode_length = 0, 0, 0.0, 0
-    next_eval, last_eval_step, returns, metrics, updated = 0, -1, [], {}, False
-    while global_step < args.total_timesteps:
-        if global_step >= next_eval:
-            returns, last_eval_step = run_evaluation(global_step), global_step
-            next_eval = (global_step // args.eval_frequency + 1) * args.eval_frequency
+    # burst: set only while a checkpoint is written inside SAC-AE's first updates: that step's action and the
+    # updates done, where a resumed run continues
+    loop = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
+            "last_eval_step": -1, "returns": [], "metrics": {}, "next_checkpoint": args.checkpoint_interval,
+            "elapsed": 0.0, "updated": False, "burst": None}
+    if ckpt:
+        load_agent_state(agent, ckpt["agent"])
+        rb.load_state_dict(ckpt["replay"])
+        obs = env.restore(ckpt["env"])
+        eval_env.restore(ckpt["eval_env"])
+        loop = ckpt["loop"]
+        run_utils.set_rng_state(ckpt["rng"])
+    else:
+        obs, _ = env.reset(seed=args.seed)
+    t_start -= loop["elapsed"]
+    progress = run_utils.Progress(args.total_timesteps, learning_starts, loop["global_step"])
+
+    def checkpoint() -> Path:
+        path = run_dir / run_utils.CHECKPOINT
+        run_utils.save_checkpoint(path, SCRIPT, {
+            "args": vars(args), "run_name": run_name, "pretrained": pretrained, "agent": agent_state(agent),
+            "replay": rb.state_dict(), "env": env.snapshot(), "eval_env": eval_env.snapshot(),
+            "rng": run_utils.rng_state(), "loop": {**loop, "elapsed": time.time() - t_start},
+            "logger": logger.position()})
+        return path
+
+    while loop["global_step"] < args.total_timesteps:
+        global_step = loop["global_step"]
+        if interrupts.requested or global_step >= loop["next_checkpoint"]:
+            path = checkpoint()
+            if interrupts.requested:
+                interrupts.exit(global_step, path, run_utils.resume_command(run_dir))
+            loop["next_checkpoint"] += args.checkpoint_interval
+        if global_step >= loop["next_eval"]:
+            loop["returns"], loop["last_eval_step"] = run_evaluation(global_step), global_step
+            loop["next_eval"] = (global_step // args.eval_frequency + 1) * args.eval_frequency
         # spec §1.2 order: choose the action, update, step the env, store the transition
-        if global_step < learning_starts:
-            action = env.action_space.sample()
+        burst, loop["burst"] = loop["burst"], None
+        if burst is not None:  # resumed inside the burst
+            action, updates_done = burst["action"].numpy(), burst["done"]
+        elif global_step < learning_starts:
+            action, updates_done = env.action_space.sample(), 0
         else:
-            action = act(agent.actor, obs, device, sample=True)
-        if global_step >= learning_starts and len(rb) > 0:
+            action, updates_done = act(agent.actor, obs, device, sample=True), 0
+        if global_step >= learning_starts:
             # joint: SAC-AE runs one update per seed step at once when learning starts, then one per step (spec §5)
-            for _ in range(len(rb) if joint and not updated else 1):
-                metrics |= update(agent, rb, step, args.batch_size, args.gamma, args.tau, args.policy_frequency,
-                                  args.target_network_frequency, args.encoder_tau, args.decoder_frequency,
-                                  args.decoder_latent_lambda)
-            updated = True
+            updates = len(rb) if joint and not loop["updated"] else 1
+            for i in range(updates_done, updates):
+                if interrupts.requested:  # a burst of a thousand updates takes many minutes on a CPU
+                    loop["burst"] = {"action": action, "done": i}
+                    interrupts.exit(global_step, checkpoint(), run_utils.resume_command(run_dir))
+                loop["metrics"] |= update(agent, rb, loop["step"], args.batch_size, args.gamma, args.tau,
+                                          args.policy_frequency, args.target_network_frequency, args.encoder_tau,
+                                          args.decoder_frequency, args.decoder_latent_lambda)
+                if updates > 1 and progress.due():
+                    print(f"{progress.line(global_step, None)} | SAC-AE's first updates: {i + 1}/{updates}",
+                          flush=True)
+            loop["updated"] = True
         next_obs, reward, terminated, truncated, info = env.step(action)
         # the time limit is a truncation: bootstrap through it, only a termination stops it (spec §6 item 5)
         rb.add(obs, action, reward, next_obs, not_done=float(not terminated), done=terminated or truncated)
         obs = next_obs
-        step += 1
-        global_step += info["env_steps"]
-        episode_return += reward
-        episode_length += info["env_steps"]
+        loop["step"] += 1
+        loop["global_step"] += info["env_steps"]
+        loop["episode_return"] += reward
+        loop["episode_length"] += info["env_steps"]
+        progress.update(loop["global_step"])
         if terminated or truncated:
-            sps = global_step / (time.time() - t_start)
-            logger.log(global_step, **{"charts/episodic_return": episode_return,
-                                       "charts/episodic_length": episode_length, "charts/SPS": sps},
-                       **{key: value.item() for key, value in metrics.items()})
-            print(progress.line(global_step, episode_return), flush=True)
+            sps = loop["global_step"] / (time.time() - t_start)
+            logger.log(loop["global_step"], **{"charts/episodic_return": loop["episode_return"],
+                                               "charts/episodic_length": loop["episode_length"], "charts/SPS": sps},
+                       **{key: value.item() for key, value in loop["metrics"].items()})
+            print(progress.line(loop["global_step"], loop["episode_return"]), flush=True)
             obs, _ = env.reset()
-            episode_return, episode_length = 0.0, 0
-    if last_eval_step != global_step:
+            loop["episode_return"], loop["episode_length"] = 0.0, 0
+        elif progress.due():
+            print(progress.line(loop["global_step"], None), flush=True)
+    global_step, returns = loop["global_step"], loop["returns"]
+    if loop["last_eval_step"] != global_step:
         returns = run_evaluation(global_step)
 
-    if args.save_model:
-        save_checkpoint(logger.dir / "model.pt", agent, args, action_repeat, None if joint else pretrained["encoder"])
+    if args.save_model:  # frozen: the encoder's weights travel along, so --eval-checkpoint needs no encoder file
+        run_utils.save_checkpoint(logger.dir / "model.pt", SCRIPT, {
+            "args": vars(args), "run_name": run_name, **record, "agent": agent_state(agent),
+            "pretrained": None if joint else pretrained})
     final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "k": 1, "m": 1, "ae_mode": args.ae_mode,
              "latent_stack": args.latent_stack, "frames_per_input": k,
              "action_repeat": action_repeat, "total_timesteps": global_step, "eval_episodes": args.eval_episodes,
              "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "returns": returns,
              "wall_time_s": time.time() - t_start, "run_name": run_name}
     logger.finish(final)
+    (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
     env.close()
     eval_env.close()
     print(f"final: mean return {final['mean_return']:.1f} +- {final['std_return']:.1f} -> {logger.dir}", flush=True)
     return final, agent, rb
 
 
+def evaluate_checkpoint(args: Args, argv: list[str]):
+    """--eval-checkpoint: rebuild the agent of a model.pt or checkpoint.pt (its env, action repeat, sizes and, frozen,
+    encoder) and evaluate it; nothing is trained."""
+    t_start = time.time()
+    run_utils.positive(eval_episodes=args.eval_episodes)
+    ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
+    saved = ckpt["args"]
+    run_utils.check_runs_dir(args.runs_dir)
+    run_utils.check_tracking(args.track, args.wandb_mode)
+    device = run_utils.get_device(args.cuda, "--cuda" in argv)
+    joint, k = saved["ae_mode"] == "joint", saved["frames_per_input"]
+    action_repeat = saved["action_repeat"] or default_action_repeat(saved["env_id"])
+    env_name = "-".join(resolve_env_id(saved["env_id"]))
+    env = make_env(env_name, saved["seed"] + 10_000, action_repeat, pixels=True, frame_stack=k,
+                   episode_length=saved["episode_length"])
+    if not joint:
+        env = LatentStackEnv(env, frozen_encoder(ckpt["pretrained"]["encoder"], k, device), saved["latent_stack"], k,
+                             device)
+    agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"],
+                       saved["feature_dim"], joint=joint)
+    load_agent_state(agent, ckpt["agent"])
+    run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    record = run_utils.run_record(args, SCRIPT, run_name, device)
+    logger = run_utils.RunLogger(args, Path(args.runs_dir) / run_name, record)
+    video = logger.dir / "videos" / "eval_checkpoint.mp4" if args.capture_video else None
+    returns = evaluate(agent.actor, env, args.eval_episodes, device, video)
+    final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "k": 1, "m": 1,
+             "ae_mode": saved["ae_mode"], "action_repeat": action_repeat, "total_timesteps": 0,
+             "eval_episodes": args.eval_episodes, "mean_return": float(np.mean(returns)),
+             "std_return": float(np.std(returns)), "returns": returns, "wall_time_s": time.time() - t_start,
+             "run_name": run_name, "evaluated_checkpoint": str(args.eval_checkpoint)}
+    logger.finish(final)
+    print(f"checkpoint {args.eval_checkpoint}: mean return {final['mean_return']:.1f} over {len(returns)} "
+          f"episodes -> {logger.dir}", flush=True)
+    return final, agent, None
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line, parsed by tyro (sweep.py checks each cell with it before starting anything)."""
+    return tyro.cli(Args, args=argv)
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_args(), sys.argv[1:])

@@ -15,6 +15,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import drq_sac  # noqa: E402
 import pretrain_autoencoder as pa  # noqa: E402
+import run_utils  # noqa: E402
 import sac_ae  # noqa: E402
 import sac_pixels  # noqa: E402
 import sac_state  # noqa: E402
@@ -379,7 +380,9 @@ def test_policy_checkpoint_loads_the_saved_actor_and_collects_with_it(module, tm
     obs_shape = (5,) if module is sac_state else (9, 84, 84)
     agent = module.make_agent(obs_shape, 1, torch.device("cpu"), 32)
     args = module.Args(hidden_dim=32, episode_length=40)
-    module.save_checkpoint(tmp_path / "model.pt", agent, args, 8)
+    # what --save-model writes: the run's flags (action repeat unresolved, None) and the agent state
+    run_utils.save_checkpoint(tmp_path / "model.pt", module.SCRIPT, {"args": vars(args), "run_name": "test",
+                                                                     "agent": module.agent_state(agent)})
     actor, saved, pixels = pa.load_policy(str(tmp_path / "model.pt"), torch.device("cpu"))
     assert pixels == (module is drq_sac) and saved["action_repeat"] == 8
     obs = torch.rand(3, *obs_shape) * (255 if pixels else 1)
@@ -393,6 +396,9 @@ def test_policy_checkpoint_loads_the_saved_actor_and_collects_with_it(module, tm
     np.testing.assert_array_equal(frames[0], env.reset(seed=0)[0][-3:])  # same seed, same first frame
     with pytest.raises(SystemExit, match="^error: --policy-checkpoint .* not a model.pt"):
         pa.load_policy(str(tmp_path / "missing.pt"), torch.device("cpu"))
+    run_utils.save_checkpoint(tmp_path / "other.pt", "sac_ae", {"args": vars(args), "agent": module.agent_state(agent)})
+    with pytest.raises(SystemExit, match="^error: --policy-checkpoint .* is a checkpoint of sac_ae.py"):
+        pa.load_policy(str(tmp_path / "other.pt"), torch.device("cpu"))
 
 
 # ---- smoke: the real scripts on a real env, a tiny dataset and a few hundred env steps
@@ -454,7 +460,7 @@ def test_smoke_pretrain_writes_dataset_encoder_figures_and_metrics(encoders):
         assert [x["ae/epoch"] for x in lines] == list(range(1, epochs + 1))
         for key in ("ae/train_mse", "ae/heldout_mse", "ae/train_mse_255", "ae/heldout_mse_255"):
             assert all(0 < x[key] < (1.0 if "255" not in key else 65025) for x in lines), key
-        ckpt = torch.load(run / "encoder.pt", weights_only=False)
+        ckpt = torch.load(run / "encoder.pt", weights_only=True)
         assert ckpt["frames_per_input"] == k and ckpt["encoder"]["convs.0.weight"].shape[1] == 3 * k
 
 
@@ -491,7 +497,7 @@ def test_smoke_eval_encoder_measures_a_trained_autoencoder_on_other_frames(encod
          str(encoders["dataset"]), "--png-frames", "2", "--runs-dir", str(tmp_path))
     final = json.loads((_single_run_dir(tmp_path, "pretrain_autoencoder") / "final.json").read_text())
     # independent: the same checkpoint evaluated in-process over all 40 frames
-    ckpt = torch.load(encoders["run1"] / "encoder.pt", weights_only=False)
+    ckpt = torch.load(encoders["run1"] / "encoder.pt", weights_only=True)
     enc, dec = pa.Encoder((3, 84, 84)), pa.Decoder(3)
     enc.load_state_dict(ckpt["encoder"])
     dec.load_state_dict(ckpt["decoder"])
@@ -507,3 +513,109 @@ def test_pretrain_bad_input_is_a_one_line_error(tmp_path):
                           str(tmp_path / "missing.npz"), "--runs-dir", str(tmp_path)], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode != 0 and out.stderr.strip().splitlines()[-1].startswith("error: --dataset")
+
+
+# ---- interrupts at chosen points: SIGTERM from inside the n-th call of a function, then --resume; the result is
+# bitwise the uninterrupted run (tests/test_resume.py interrupts from outside, near the middle of a run)
+SIGTERM_AT_CALL = """
+import os, signal, sys
+sys.argv[0] = {script!r}
+import {module} as m
+owner = {owner}
+original, calls = getattr(owner, {name!r}), [0]
+def counted(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == {n}:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return original(*args, **kwargs)
+setattr(owner, {name!r}, counted)
+m.main(m.parse_args(sys.argv[1:]), sys.argv[1:])
+"""
+
+
+def _sigterm_at_call(script: str, owner: str, name: str, n: int, *args: str) -> Path:
+    """Run `script` with its command line, SIGTERM it from inside the n-th call of `owner.name` (owner: `m`, the
+    script's module, or a class of it), check the one-line exit, and return the run directory it left."""
+    code = SIGTERM_AT_CALL.format(script=str(ROOT / script), module=Path(script).stem, owner=owner, name=name, n=n)
+    proc = subprocess.run([sys.executable, "-c", code, "--no-cuda", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 143 and "Traceback" not in proc.stderr, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("SIGTERM at step")]
+    run = Path(line.split("--resume ")[1])
+    assert (run / "checkpoint.pt").is_file() and not (run / "final.json").exists()
+    return run
+
+
+def _logged(run: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in ("time", "charts/SPS")} for row in rows]
+
+
+def _assert_bitwise(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_bitwise(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_bitwise(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def _assert_same_sac_ae_run(a: Path, b: Path) -> None:
+    assert _logged(a) == _logged(b)
+    returns = [json.loads((run / "final.json").read_text())["returns"] for run in (a, b)]
+    assert returns[0] == returns[1]
+    _assert_bitwise(torch.load(a / "model.pt", weights_only=True)["agent"],
+                    torch.load(b / "model.pt", weights_only=True)["agent"])
+    assert not (b / "checkpoint.pt").exists()
+
+
+def test_sac_ae_joint_interrupted_inside_its_first_burst_of_updates_resumes_bitwise(tmp_path):
+    # learning starts after 20 agent steps with SAC-AE's 20 updates at once; the 5th sends SIGTERM, so the checkpoint
+    # holds the step's action and 5 updates done
+    flags = ["--ae-mode", "joint", *RL_TINY]
+    _run("sac_ae.py", *flags, "--runs-dir", str(tmp_path / "straight"))
+    run = _sigterm_at_call("sac_ae.py", "m", "update", 5, *flags, "--runs-dir", str(tmp_path / "cut"))
+    loop = torch.load(run / "checkpoint.pt", weights_only=True)["loop"]
+    assert loop["burst"]["done"] == 5 and loop["global_step"] == 160 and not loop["updated"]
+    _run("sac_ae.py", "--resume", str(run))
+    _assert_same_sac_ae_run(_single_run_dir(tmp_path / "straight", "sac_ae"), run)
+
+
+def test_sac_ae_frozen_resumes_bitwise_without_its_encoder_file(encoders, tmp_path):
+    encoder = tmp_path / "encoder.pt"
+    encoder.write_bytes((encoders["run1"] / "encoder.pt").read_bytes())
+    flags = ["--encoder-path", str(encoder), *RL_TINY]
+    _run("sac_ae.py", *flags, "--runs-dir", str(tmp_path / "straight"))
+    run = _sigterm_at_call("sac_ae.py", "m", "update", 7, *flags, "--runs-dir", str(tmp_path / "cut"))
+    encoder.unlink()  # the checkpoint carries the frozen encoder, so the run continues with the very same one
+    _run("sac_ae.py", "--resume", str(run))
+    _assert_same_sac_ae_run(_single_run_dir(tmp_path / "straight", "sac_ae"), run)
+
+
+def test_pretrain_interrupted_while_collecting_and_inside_an_epoch_resumes_bitwise(encoders, tmp_path):
+    # encoders' first run is the uninterrupted one: the same flags, never stopped
+    flags = ["--num-frames", "40", "--epochs", "1", "--episode-length", "80", "--batch-size", "8", "--eval-frames", "8",
+             "--png-frames", "2", "--dataset-dir", str(tmp_path / "ds"), "--runs-dir", str(tmp_path / "runs")]
+    run = _sigterm_at_call("pretrain_autoencoder.py", "m.DMCEnv", "step", 23, *flags)  # mid-episode, frame 23
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["phase"] == "collect" and ckpt["collect"]["frames_done"] == 23
+    # the resumed run collects the rest, then stops in the middle of the epoch's 3 minibatches
+    assert _sigterm_at_call("pretrain_autoencoder.py", "m", "ae_loss", 2, "--resume", str(run)) == run
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["phase"] == "train" and ckpt["train"]["update"] == 2
+    out = _run("pretrain_autoencoder.py", "--resume", str(run))
+    assert "collecting" not in out
+    (dataset,) = (tmp_path / "ds").iterdir()
+    (frames, first, meta), (frames0, first0, meta0) = pa.load_dataset(dataset), pa.load_dataset(encoders["dataset"])
+    assert np.array_equal(frames, frames0) and np.array_equal(first, first0) and meta == meta0
+    assert _logged(run) == _logged(encoders["run1"])
+    for key in ("encoder", "decoder"):
+        _assert_bitwise(torch.load(run / "encoder.pt", weights_only=True)[key],
+                        torch.load(encoders["run1"] / "encoder.pt", weights_only=True)[key])
+    assert not (run / "checkpoint.pt").exists()

@@ -36,6 +36,17 @@ def unwritable(tmp: Path) -> str:
     return str(tmp / "a_file" / "runs")
 
 
+def not_an_encoder(tmp: Path) -> str:
+    """A checkpoint of another script where an encoder.pt or a policy's model.pt belongs."""
+    torch.save({"script": "nddqn_atari", "args": {}}, tmp / "foreign.pt")
+    return str(tmp / "foreign.pt")
+
+
+def garbage(tmp: Path) -> str:
+    (tmp / "frames.npz").write_bytes(b"not a numpy archive")
+    return str(tmp / "frames.npz")
+
+
 # (scripts, flags (callables get tmp_path), expected start of the message)
 CASES = [
     (DMC, ["--total-timesteps", "-5"], "error: --total-timesteps must be positive"),
@@ -55,6 +66,31 @@ CASES = [
     (DMC, ["--cuda"], "error: --cuda was given but torch sees no CUDA device"),
     (DMC, ["--track"], "error: --track in online mode needs a wandb API key"),
     (DMC, ["--runs-dir", unwritable], "error: --runs-dir"),
+    # sac_ae.py: the DMC checks in their order (values, env, encoder file, learning start, batch, folders, device)
+    (["sac_ae"], ["--total-timesteps", "-5"], "error: --total-timesteps must be positive"),
+    (["sac_ae"], ["--env-id", "walker-wakl"], "error: unknown dm_control task 'walker-wakl'; did you mean walker-walk"),
+    (["sac_ae"], [], "error: --ae-mode frozen needs --encoder-path"),
+    (["sac_ae"], ["--encoder-path", "/nonexistent/encoder.pt"], "error: --encoder-path /nonexistent/encoder.pt does "
+                                                                "not exist"),
+    (["sac_ae"], ["--encoder-path", not_an_encoder], "error: --encoder-path"),
+    (["sac_ae"], ["--ae-mode", "joint", "--latent-stack", "8"], "error: --latent-stack must be >= 1"),
+    (["sac_ae"], ["--ae-mode", "joint", "--learning-starts", "800", "--batch-size", "512"],
+     "error: --batch-size 512 is larger than the 100"),
+    (["sac_ae"], ["--resume", foreign], "error: "),
+    (["sac_ae"], ["--ae-mode", "joint", "--cuda"], "error: --cuda was given but torch sees no CUDA device"),
+    # pretrain_autoencoder.py: its own flags and files, then the shared checks
+    (["pretrain_autoencoder"], ["--epochs", "0"], "error: --epochs must be positive"),
+    (["pretrain_autoencoder"], ["--heldout-fraction", "1.5"], "error: --heldout-fraction must lie in (0, 1)"),
+    (["pretrain_autoencoder"], ["--dataset", "/nonexistent/frames.npz"], "error: --dataset /nonexistent/frames.npz "
+                                                                          "does not exist"),
+    (["pretrain_autoencoder"], ["--dataset", garbage], "error: --dataset"),
+    (["pretrain_autoencoder"], ["--policy-checkpoint", not_an_encoder], "error: --policy-checkpoint"),
+    (["pretrain_autoencoder"], ["--eval-encoder", not_an_encoder], "error: --eval-encoder"),
+    (["pretrain_autoencoder"], ["--num-frames", "100", "--batch-size", "128"],
+     "error: --batch-size 128 is larger than the training split"),
+    (["pretrain_autoencoder"], ["--resume", corrupt], "error: checkpoint"),
+    (["pretrain_autoencoder"], ["--dataset-dir", unwritable], "error: --dataset-dir"),
+    (["pretrain_autoencoder"], ["--track"], "error: --track in online mode needs a wandb API key"),
 ]
 # Each row runs under one of its scripts, in turn (a process costs seconds of imports): the checks are the same
 # code in sibling scripts, and every script meets several rows.

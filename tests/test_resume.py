@@ -22,6 +22,10 @@ CASES = {
     "drq_sac": (["--k", "2", "--m", "2", *DMC_TINY], 1200),
     "sac_pixels": (DMC_TINY, 1200),
     "sac_state": (DMC_TINY, 1200),
+    # joint: pixels, the decoder and SAC-AE's burst of updates as learning starts (frozen: tests/test_autoencoder.py)
+    "sac_ae": (["--ae-mode", "joint", "--total-timesteps", "480", "--learning-starts", "160", "--batch-size", "8",
+                "--eval-episodes", "1", "--episode-length", "80", "--eval-frequency", "240", "--buffer-size", "500",
+                "--hidden-dim", "32", "--no-cuda", "--save-model"], 480),
 }
 
 
@@ -91,3 +95,37 @@ def test_sigterm_then_resume_is_bitwise_the_uninterrupted_run(script, tmp_path):
     model_b = torch.load(b / "model.pt", weights_only=True)["agent"]
     assert_same_state(model_a, model_b)
     assert not (b / "checkpoint.pt").exists()  # a finished run drops its replay from disk
+
+
+def test_pretrain_autoencoder_sigterm_then_resume_is_bitwise_the_uninterrupted_run(tmp_path):
+    """The training phase, stopped inside an epoch: the resumed run reuses the dataset it collected and ends with the
+    uninterrupted run's metrics and encoder.pt (its outputs differ from the RL scripts', hence not in CASES)."""
+    cmd = [sys.executable, str(ROOT / "pretrain_autoencoder.py"), "--num-frames", "40", "--episode-length", "80",
+           "--batch-size", "4", "--epochs", "6", "--eval-frames", "8", "--png-frames", "2", "--no-cuda",
+           "--dataset-dir", str(tmp_path / "datasets")]
+    total = 6 * (30 // 4)  # epochs x minibatches of the 30 training frames (the episode boundary at 30 of 40)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    subprocess.run([*cmd, "--runs-dir", str(straight)], env=ENV, check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen([*cmd, "--runs-dir", str(cut)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stdout:
+        step = step_of(line)
+        if step is not None and step >= total // 2:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    (last,) = [line for line in out.splitlines() if "SIGTERM" in line]
+    assert "--resume" in last and "checkpoint" in last
+    directory = run_dir(cut)
+    assert (directory / "checkpoint.pt").is_file() and not (directory / "final.json").exists()
+
+    resumed = subprocess.run([*cmd, "--runs-dir", str(cut), "--resume", str(directory)], env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "collecting" not in resumed.stdout  # the dataset it collected before the signal
+    a, b = run_dir(straight), directory
+    assert metrics(a) == metrics(b) and len(metrics(a)) == 6
+    ae_a, ae_b = (torch.load(run / "encoder.pt", weights_only=True) for run in (a, b))
+    assert_same_state({k: ae_a[k] for k in ("encoder", "decoder")}, {k: ae_b[k] for k in ("encoder", "decoder")})
+    assert not (b / "checkpoint.pt").exists()
