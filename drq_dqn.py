@@ -7,11 +7,8 @@ flags after it override its values; `--help` lists the recipes.
 """
 import copy
 import csv
-import json
 import math
 import os
-import random
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+
+import run_utils
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).stem
@@ -73,11 +72,15 @@ class Args:
     capture_video: bool = False
     """if toggled, record the first final-evaluation game to runs/{run_name}/videos"""
     save_model: bool = False
-    """if toggled, save the trained Q-network to runs/{run_name}/model.pt"""
+    """if toggled, save the trained Q-network and its optimizer to runs/{run_name}/model.pt"""
     eval_checkpoint: str | None = None
-    """path of a model.pt to load and evaluate; no training happens"""
+    """path of a model.pt or checkpoint.pt of this script to load and evaluate; no training happens"""
     runs_dir: str = "runs"
     """folder that receives runs/{run_name}/"""
+    resume: str | None = None
+    """run directory of an interrupted run (runs/{run_name}): continue it in place from its checkpoint.pt"""
+    checkpoint_interval: int = 10_000
+    """agent steps between full-state checkpoints (network, optimizer, replay, RNG and game state) in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
     log_interval: int = 1000
     """agent steps between loss/SPS log points and progress lines (the only host syncs of the training loop)"""
 
@@ -163,91 +166,6 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Shared blocks (identical in every training script; see CONTRIBUTING.md)
-
-
-def get_device(cuda: bool) -> torch.device:
-    # --cuda is on by default and falls back to the CPU; naming it explicitly makes a missing GPU an error.
-    if cuda and torch.cuda.is_available():
-        return torch.device("cuda")
-    if cuda and "--cuda" in sys.argv[1:]:
-        raise SystemExit("error: --cuda was given but torch sees no CUDA device; rerun with --no-cuda")
-    return torch.device("cpu")
-
-
-def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """DrQ's random shift (spec §1.3): replicate-pad by `pad`, then crop back to the input size at a random
-    offset, i.e. an integer translation in [-pad, pad] per sample and axis, shared by all channels (the stacked
-    frames) of a sample. Replicate padding equals clamping the source index, so two gathers do it exactly on
-    any dtype, with no padded copy. `shift` (n, 2) of (dy, dx) overrides the random draw (tests)."""
-    n, c, h, w = x.shape
-    if shift is None:
-        shift = torch.randint(-pad, pad + 1, (n, 2), device=x.device)
-    rows = (torch.arange(h, device=x.device) + shift[:, :1]).clamp(0, h - 1)
-    cols = (torch.arange(w, device=x.device) + shift[:, 1:]).clamp(0, w - 1)
-    x = x.gather(2, rows[:, None, :, None].expand(n, c, h, w))
-    return x.gather(3, cols[:, None, None, :].expand(n, c, h, w))
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-class RunLogger:
-    """The output contract: runs/{run_name}/args.json, metrics.jsonl (one JSON object per logged point, keyed by
-    global_step) and final.json (written last and atomically: its presence means the run finished), mirrored
-    to wandb under --track."""
-
-    def __init__(self, args, run_name: str, algo: str):
-        self.dir = Path(args.runs_dir) / run_name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.header = {"algo": algo, "run_name": run_name, "code_version": code_version()}
-        (self.dir / "args.json").write_text(json.dumps({**vars(args), **self.header}, indent=2, default=str))
-        self.metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
-        self.wandb = None
-        if args.track:
-            import wandb
-
-            self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
-                                    mode=args.wandb_mode, name=run_name, config={**vars(args), **self.header},
-                                    dir=str(self.dir))
-
-    def log(self, step: int, **metrics: float) -> None:
-        self.metrics.write(json.dumps({"global_step": step, "time": time.time(), **metrics}) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
-
-    def finish(self, final: dict) -> Path:
-        path = self.dir / "final.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**final, **self.header}, indent=2))
-        os.replace(tmp, path)
-        if self.wandb is not None:
-            self.wandb.summary.update({k: v for k, v in final.items() if not isinstance(v, list)})
-            self.wandb.finish()
-        self.metrics.close()
-        return path
-
-
-class Progress:
-    """A compact progress line (steps, SPS, recent return, ETA), printed at logging intervals only."""
-
-    def __init__(self, total: int, start_step: int = 0):
-        self.total, self.t0, self.s0 = total, time.time(), start_step
-
-    def line(self, step: int, recent_return: float | None) -> str:
-        sps = (step - self.s0) / max(time.time() - self.t0, 1e-9)
-        eta = (self.total - step) / max(sps, 1e-9)
-        ret = "n/a" if recent_return is None else f"{recent_return:.1f}"
-        return f"step {step}/{self.total} | SPS {sps:.0f} | return {ret} | ETA {eta / 60:.1f} min"
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Atari environment and scores (spec §2.3, §3)
 
 
@@ -264,7 +182,7 @@ def resolve_env_id(env_id: str) -> str:
     game = env_id.removesuffix("NoFrameskip-v4")
     games = atari_games()
     if game not in games:
-        raise SystemExit(f"error: unknown Atari game {env_id!r}; valid names: {', '.join(games)}")
+        run_utils.unknown_choice("Atari game", env_id, games)
     return f"{game}NoFrameskip-v4"
 
 
@@ -288,8 +206,43 @@ def make_env(env_id: str, seed: int, noop_max: int = 30, max_episode_frames: int
     else:
         env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=4, screen_size=84,
                                               terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
+    env = GameRecorder(env)
     env.action_space.seed(seed)
     return env
+
+
+class GameRecorder(gym.Wrapper):
+    """Carries the game in progress through a checkpoint: how the game was reset (the run's seed, and the env's
+    random state, which draws the no-ops) and the actions since; `restore` replays them in a fresh env. The emulator
+    is deterministic and sticky actions are off, so the game is rebuilt bit for bit."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.seed, self.seeded_reset, self.random_at_reset, self.actions = None, False, None, []
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self.seed = seed if seed is not None else self.seed
+        self.seeded_reset = seed is not None
+        self.random_at_reset = self.env.unwrapped.np_random.bit_generator.state
+        self.actions = []
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action: int):
+        self.actions.append(int(action))
+        return self.env.step(action)
+
+    def snapshot(self) -> dict:
+        return run_utils.plain({"seed": self.seed, "seeded_reset": self.seeded_reset,
+                                "random_at_reset": self.random_at_reset,
+                                "actions": torch.tensor(self.actions, dtype=torch.long)})
+
+    def restore(self, snap: dict) -> None:
+        self.reset(seed=snap["seed"])  # loads the ROM and seeds the ALE as the run's first reset did
+        if not snap["seeded_reset"]:
+            self.env.unwrapped.np_random.bit_generator.state = run_utils.numpy_state(snap["random_at_reset"])
+            self.reset()
+        for action in snap["actions"].tolist():
+            self.step(action)
 
 
 class DopaminePreprocessing(gym.Wrapper):
@@ -557,6 +510,35 @@ class ReplayBuffer:
         return {"obs": self.stacks(rows), "actions": self.actions[rows % self.capacity], "returns": returns,
                 "discounts": discount, "next_obs": self.stacks(rows + length)}
 
+    def state_dict(self) -> dict:
+        """What a checkpoint needs: the written rows (uint8 frames as stored) and the bookkeeping lists."""
+        n = min(self.count, self.capacity)
+        return {name: getattr(self, name)[:n] for name in self.ARRAYS} | {
+            "count": self.count, "final_rows": self.final_rows, "skip_rows": self.skip_rows,
+            "slot_count": self.slot_count, "recent_slots": self.recent_slots}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.ARRAYS:
+            getattr(self, name)[: len(state[name])] = state[name]
+        self.count, self.final_rows, self.skip_rows = state["count"], state["final_rows"], state["skip_rows"]
+        self.slot_count, self.recent_slots = state["slot_count"], [tuple(r) for r in state["recent_slots"]]
+
+    ARRAYS = ("frames", "actions", "rewards", "terminals", "first", "has_action")
+
+
+def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """DrQ's random shift (spec §1.3): replicate-pad by `pad`, then crop back to the input size at a random
+    offset, i.e. an integer translation in [-pad, pad] per sample and axis, shared by all channels (the stacked
+    frames) of a sample. Replicate padding equals clamping the source index, so two gathers do it exactly on
+    any dtype, with no padded copy. `shift` (n, 2) of (dy, dx) overrides the random draw (tests)."""
+    n, c, h, w = x.shape
+    if shift is None:
+        shift = torch.randint(-pad, pad + 1, (n, 2), device=x.device)
+    rows = (torch.arange(h, device=x.device) + shift[:, :1]).clamp(0, h - 1)
+    cols = (torch.arange(w, device=x.device) + shift[:, 1:]).clamp(0, w - 1)
+    x = x.gather(2, rows[:, None, :, None].expand(n, c, h, w))
+    return x.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
 
 def augment(x: torch.Tensor, copies: int, pad: int, intensity_scale: float, shift_range: str = "symmetric",
             shift_per: str = "image", shift: torch.Tensor | None = None, noise: torch.Tensor | None = None):
@@ -629,11 +611,12 @@ def epsilon_greedy(q_network: QNetwork, state: torch.Tensor, epsilon: float, rng
 
 def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_steps: int, epsilon: float,
              device: torch.device, video_dir: str | None = None, max_episode_steps: int = 0,
-             **env_options) -> tuple[list[float], int]:
+             interrupts: run_utils.Interrupts | None = None, **env_options) -> tuple[list[float], int] | None:
     """Plays complete games (all lives, until game over or the frame or step cap) with an epsilon-greedy policy on
     raw frames and returns their undiscounted, unclipped scores and the agent steps used. With min_steps > 0 it plays
     complete games until at least min_steps agent steps are done (dopamine's step-based protocol), else `episodes`
-    games. A life loss restarts the agent's frame stack (as in training) but not the game."""
+    games. A life loss restarts the agent's frame stack (as in training) but not the game. Returns None when
+    `interrupts` asks to stop (the evaluation is then redone on resume), and prints a line every ~20 s."""
     env = make_env(env_id, seed, video_dir=video_dir, **env_options)
     rng = np.random.default_rng(seed)
     stack = FrameStack(4, device)
@@ -641,7 +624,15 @@ def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_ste
     frame, info = env.reset(seed=seed)
     state, lives, score, length = stack.reset(frame), info["lives"], 0.0, 0
     q_network.eval()
+    progress = run_utils.Progress(min_steps if min_steps > 0 else episodes, 0)
     while (steps < min_steps) if min_steps > 0 else (len(returns) < episodes):
+        if interrupts is not None and interrupts.requested:
+            env.close()
+            q_network.train()
+            return None
+        if progress.due():
+            progress.last_line = time.time()
+            print(f"  evaluation: {len(returns)} games, {steps} agent steps", flush=True)
         frame, reward, terminated, truncated, info = env.step(epsilon_greedy(q_network, state, epsilon, rng))
         score, length, steps = score + float(reward), length + 1, steps + 1
         if terminated or truncated or length == max_episode_steps:
@@ -657,27 +648,30 @@ def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_ste
     return returns, steps
 
 
-def validate(args: Args) -> None:
-    """One-line errors for flag values that would otherwise fail deep inside training."""
-    if args.k < 1 or args.m < 1:
-        raise SystemExit(f"error: --k and --m must be >= 1 (got k={args.k}, m={args.m})")
-    if args.batch_size < 1 or args.batch_size > args.buffer_size:
-        raise SystemExit(f"error: --batch-size {args.batch_size} must be between 1 and --buffer-size {args.buffer_size}")
-    if args.n_step < 1:
-        raise SystemExit(f"error: --n-step must be >= 1 (got {args.n_step})")
-    if args.learning_starts <= args.n_step:
-        raise SystemExit(f"error: --learning-starts ({args.learning_starts}) must exceed --n-step ({args.n_step}) "
-                         "so that a complete n-step transition exists when updates begin")
-    if args.buffer_size <= args.n_step + 4:
-        raise SystemExit(f"error: --buffer-size {args.buffer_size} cannot hold an n-step transition")
-    if not 0.0 <= args.eval_epsilon <= 1.0 or not 0.0 <= args.end_e <= 1.0:
-        raise SystemExit("error: --eval-epsilon and --end-e must lie in [0, 1]")
-    if args.eval_episodes < 1 and args.eval_steps < 1:
-        raise SystemExit("error: set --eval-episodes >= 1 or --eval-steps >= 1")
-    if min(args.noop_max, args.max_episode_frames, args.max_episode_steps) < 0:
-        raise SystemExit("error: --noop-max, --max-episode-frames and --max-episode-steps must be >= 0")
-    if args.eval_checkpoint and not Path(args.eval_checkpoint).is_file():
-        raise SystemExit(f"error: checkpoint {args.eval_checkpoint!r} does not exist")
+def validate(args: Args, argv: list[str]) -> dict:
+    """One-line errors for bad input, before anything is written; returns the resolved settings."""
+    run_utils.positive(total_timesteps=args.total_timesteps, batch_size=args.batch_size, buffer_size=args.buffer_size,
+                       n_step=args.n_step, checkpoint_interval=args.checkpoint_interval,
+                       log_interval=args.log_interval, train_frequency=args.train_frequency)
+    run_utils.positive(k=args.k, m=args.m)
+    env_id = resolve_env_id(args.env_id)
+    run_utils.require(args.n_step < args.learning_starts < args.total_timesteps,
+                      f"--learning-starts {args.learning_starts} must exceed --n-step {args.n_step} (a complete n-step "
+                      f"transition must exist when updates begin) and be below --total-timesteps {args.total_timesteps}")
+    run_utils.require(args.batch_size <= min(args.learning_starts, args.buffer_size),
+                      f"--batch-size {args.batch_size} is larger than the "
+                      f"{min(args.learning_starts, args.buffer_size)} transitions the buffer holds when updates start")
+    run_utils.require(args.buffer_size > args.n_step + 4, f"--buffer-size {args.buffer_size} cannot hold an n-step "
+                      "transition")
+    run_utils.require(0.0 <= args.eval_epsilon <= 1.0 and 0.0 <= args.end_e <= 1.0,
+                      "--eval-epsilon and --end-e must lie in [0, 1]")
+    run_utils.require(args.eval_episodes >= 1 or args.eval_steps >= 1,
+                      "--eval-episodes must be positive (or set --eval-steps)")
+    run_utils.require(min(args.noop_max, args.max_episode_frames, args.max_episode_steps) >= 0,
+                      "--noop-max, --max-episode-frames and --max-episode-steps must be >= 0")
+    run_utils.check_runs_dir(args.runs_dir)
+    run_utils.check_tracking(args.track, args.wandb_mode)
+    return {"env_id": env_id, "device": run_utils.get_device(args.cuda, "--cuda" in argv)}
 
 
 def env_options(args: Args) -> dict:
@@ -696,108 +690,180 @@ def learns_now(step: int, rb: ReplayBuffer, last_step: bool, args: Args) -> bool
     return not last_step and rb.slot_count > args.learning_starts and (step + 1) % args.train_frequency == 0
 
 
-def final_evaluation(q_network, args, env_id, device, logger, trained_steps, start_time) -> dict:
+def final_evaluation(q_network, args, env_id, device, logger, trained_steps, start_time, interrupts=None):
+    """The final evaluation (spec §2.2); None when interrupted."""
     video_dir = str(logger.dir / "videos") if args.capture_video else None
-    returns, steps = evaluate(q_network, env_id, args.seed + 10_000, args.eval_episodes, args.eval_steps,
-                              args.eval_epsilon, device, video_dir, args.max_episode_steps, **env_options(args))
+    what = f"{args.eval_steps} agent steps of complete games" if args.eval_steps > 0 else f"{args.eval_episodes} games"
+    print(f"final evaluation: {what} at epsilon {args.eval_epsilon} ...", flush=True)
+    t0 = time.time()
+    result = evaluate(q_network, env_id, args.seed + 10_000, args.eval_episodes, args.eval_steps, args.eval_epsilon,
+                      device, video_dir, args.max_episode_steps, interrupts, **env_options(args))
+    if result is None:
+        return None
+    returns, steps = result
     mean_return = float(np.mean(returns)) if returns else float("nan")
-    final = {"env_id": env_id, "algo": args.exp_name, "seed": args.seed, "total_timesteps": trained_steps,
-             "eval_episodes": len(returns), "eval_steps": steps, "eval_epsilon": args.eval_epsilon,
-             "end_e": args.end_e, "k": args.k, "m": args.m, "mean_return": mean_return,
+    final = {"env_id": env_id, "algo": args.exp_name, "recipe": args.recipe, "seed": args.seed,
+             "total_timesteps": trained_steps, "eval_episodes": len(returns), "eval_steps": steps,
+             "eval_epsilon": args.eval_epsilon, "end_e": args.end_e, "k": args.k, "m": args.m, "mean_return": mean_return,
              "std_return": float(np.std(returns)) if returns else float("nan"), "returns": returns,
              "hns": human_normalized_score(env_id.removesuffix("NoFrameskip-v4"), mean_return),
-             "wall_time_s": time.time() - start_time}
+             "wall_time_s": time.time() - start_time, "run_name": logger.header["run_name"]}
     if args.eval_checkpoint:
         final["evaluated_checkpoint"] = str(args.eval_checkpoint)
     path = logger.finish(final)
-    print(f"final evaluation: {len(returns)} games, mean return {mean_return:.1f}, HNS {final['hns']} -> {path}")
+    print(f"final evaluation: {len(returns)} games in {time.time() - t0:.0f} s, mean return {mean_return:.1f}, "
+          f"HNS {final['hns']} -> {path}", flush=True)
     return final
 
 
-def main(args: Args) -> dict:
-    validate(args)
-    env_id = resolve_env_id(args.env_id)
-    device = get_device(args.cuda)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-
+def evaluate_checkpoint(args: Args, argv: list[str]) -> dict:
+    """--eval-checkpoint: evaluate the network of a model.pt or checkpoint.pt of this script; nothing is trained."""
+    start_time = time.time()
+    ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
+    cfg = validate(args, argv)
+    env_id, device = cfg["env_id"], cfg["device"]
+    saved = ckpt["args"]
+    if resolve_env_id(saved["env_id"]) != env_id:
+        run_utils.fail(f"checkpoint was trained on {resolve_env_id(saved['env_id'])}, not {env_id}")
+    env = make_env(env_id, args.seed, **env_options(args))
+    q_network = QNetwork(env.action_space.n, padding=saved["conv_padding"]).to(device)
+    q_network.load_state_dict(ckpt["agent"]["q_network"])
+    env.close()
     run_name = f"{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    logger = run_utils.RunLogger(args, Path(args.runs_dir) / run_name,
+                                 run_utils.run_record(args, SCRIPT, run_name, device))
+    return final_evaluation(q_network, args, env_id, device, logger, ckpt["loop"]["global_step"], start_time)
+
+
+def main(args: Args, argv: list[str] = ()) -> dict:
+    run_utils.tune_allocator()
+    if args.eval_checkpoint:
+        return evaluate_checkpoint(args, argv)
+    ckpt = None
+    if args.resume:
+        ckpt = run_utils.load_checkpoint(Path(args.resume) / run_utils.CHECKPOINT, SCRIPT)
+        args = run_utils.resume_args(args, ckpt, argv, vars(Args()))
+    cfg = validate(args, argv)
+    env_id, device = cfg["env_id"], cfg["device"]
+    run_utils.seed_everything(args.seed, args.torch_deterministic)
+    run_name = ckpt["run_name"] if ckpt else f"{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.resume) if ckpt else Path(args.runs_dir) / run_name
+    evaluation = f"{args.eval_steps} agent steps" if args.eval_steps > 0 else f"{args.eval_episodes} games"
+    run_utils.announce(f"{SCRIPT} ({args.recipe})", env_id, device, run_dir,
+                       f"{args.total_timesteps} agent steps, learning from step {args.learning_starts}, then a final "
+                       f"evaluation of {evaluation}" + (f", resuming at step {ckpt['loop']['global_step']}" if ckpt else ""))
     start_time = time.time()
     env = make_env(env_id, args.seed, **env_options(args))
     q_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
-
-    if args.eval_checkpoint:
-        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=False)
-        if checkpoint.get("env_id") != env_id:
-            raise SystemExit(f"error: checkpoint was trained on {checkpoint.get('env_id')}, not {env_id}")
-        q_network = QNetwork(env.action_space.n, padding=checkpoint["args"]["conv_padding"]).to(device)
-        q_network.load_state_dict(checkpoint["q_network"])
-        logger = RunLogger(args, run_name, args.exp_name)
-        return final_evaluation(q_network, args, env_id, device, logger, checkpoint["trained_steps"], start_time)
-
-    logger = RunLogger(args, run_name, args.exp_name)
     target_network = make_target_network(q_network, args)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     rb = ReplayBuffer(args.buffer_size, args.n_step, args.gamma, 4, device, args.truncated_windows,
                       args.replay_sampling)
     stack = FrameStack(4, device)
     rng = np.random.default_rng(args.seed)
-    progress = Progress(args.total_timesteps)
+    logger = run_utils.RunLogger(args, run_dir, run_utils.run_record(args, SCRIPT, run_name, device),
+                                 resume=ckpt["logger"] if ckpt else None)
+    interrupts = run_utils.Interrupts()
 
-    frame, info = env.reset(seed=args.seed)
-    state, lives, first = stack.reset(frame), info["lives"], True
-    score, length, recent = 0.0, 0, []
-    loss = q_mean = None
-    global_step, game_ended = 0, False
+    def agent_state() -> dict:
+        return {"q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),
+                "target_network": None if target_network is q_network else target_network.state_dict()}
+
+    if ckpt:
+        q_network.load_state_dict(ckpt["agent"]["q_network"])
+        optimizer.load_state_dict(ckpt["agent"]["optimizer"])
+        if target_network is not q_network:
+            target_network.load_state_dict(ckpt["agent"]["target_network"])
+        rb.load_state_dict(ckpt["replay"])
+        env.restore(ckpt["env"])
+        stack.frames.copy_(ckpt["stack"])
+        rng.bit_generator.state = run_utils.numpy_state(ckpt["acting_rng"])
+        loop = ckpt["loop"]
+        run_utils.set_rng_state(ckpt["rng"])
+    else:
+        frame, info = env.reset(seed=args.seed)
+        stack.reset(frame)
+        loop = {"global_step": 0, "frame": torch.as_tensor(frame), "lives": info["lives"], "first": True,
+                "score": 0.0, "length": 0, "recent": [], "loss": None, "q_mean": None, "game_ended": False,
+                "next_checkpoint": args.checkpoint_interval, "elapsed": 0.0}
+    start_time -= loop["elapsed"]
+    progress = run_utils.Progress(args.total_timesteps, args.learning_starts, loop["global_step"])
+
+    def checkpoint() -> Path:
+        path = run_dir / run_utils.CHECKPOINT
+        run_utils.save_checkpoint(path, SCRIPT, {
+            "args": vars(args), "run_name": run_name, "agent": agent_state(), "replay": rb.state_dict(),
+            "env": env.snapshot(), "stack": stack.frames, "acting_rng": rng.bit_generator.state,
+            "rng": run_utils.rng_state(), "loop": {**loop, "elapsed": time.time() - start_time},
+            "logger": logger.position()})
+        return path
+
+    state, frame = stack.frames, loop["frame"].numpy()
     # with --finish-last-game, as dopamine's Runner: the game running at total_timesteps is played (and learnt) out
-    while global_step < args.total_timesteps or (args.finish_last_game and not game_ended):
+    while loop["global_step"] < args.total_timesteps or (args.finish_last_game and not loop["game_ended"]):
+        global_step = loop["global_step"]
+        if interrupts.requested or global_step >= loop["next_checkpoint"]:
+            loop["frame"] = torch.as_tensor(frame)
+            path = checkpoint()
+            if interrupts.requested:
+                interrupts.exit(global_step, path, run_utils.resume_command(run_dir))
+            loop["next_checkpoint"] += args.checkpoint_interval
         counted = global_step + (args.step_counting == "dopamine")  # dopamine counts the step before acting
         epsilon = linear_schedule(counted, args.learning_starts, args.exploration_steps, args.start_e, args.end_e)
         action = epsilon_greedy(q_network, state, epsilon, rng)
         next_frame, reward, terminated, truncated, info = env.step(action)
-        score, length = score + float(reward), length + 1
-        truncated = truncated or length == args.max_episode_steps
-        life_lost = info["lives"] < lives
+        loop["score"], loop["length"] = loop["score"] + float(reward), loop["length"] + 1
+        truncated = truncated or loop["length"] == args.max_episode_steps
+        life_lost = info["lives"] < loop["lives"]
         # rewards are clipped for learning only; a life loss is terminal for the learner only (spec §6 item 9)
-        rb.add(frame, action, float(np.clip(reward, -1.0, 1.0)), terminated or life_lost, first)
+        rb.add(frame, action, float(np.clip(reward, -1.0, 1.0)), terminated or life_lost, loop["first"])
         if truncated and not (terminated or life_lost):
             rb.add_final(next_frame)
 
-        game_ended = terminated or truncated
+        loop["game_ended"] = game_ended = terminated or truncated
         if game_ended:
-            logger.log(global_step, **{"charts/episodic_return": score, "charts/episodic_length": length})
-            recent = (recent + [score])[-10:]
+            logger.log(global_step, **{"charts/episodic_return": loop["score"],
+                                       "charts/episodic_length": loop["length"]})
+            loop["recent"] = (loop["recent"] + [loop["score"]])[-10:]
             next_frame, info = env.reset()
-            state, score, length, first = stack.reset(next_frame), 0.0, 0, True
+            state, loop["score"], loop["length"], loop["first"] = stack.reset(next_frame), 0.0, 0, True
         elif life_lost:
-            state, first = stack.reset(next_frame), True
+            state, loop["first"] = stack.reset(next_frame), True
         else:
-            state, first = stack.push(next_frame), False
-        frame, lives = next_frame, info["lives"]
+            state, loop["first"] = stack.push(next_frame), False
+        frame, loop["lives"] = next_frame, info["lives"]
 
         last_step = global_step + 1 >= args.total_timesteps and (game_ended or not args.finish_last_game)
         if learns_now(global_step, rb, last_step, args):
-            loss, q_mean = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args)
+            loop["loss"], loop["q_mean"] = update(q_network, target_network, optimizer, rb.sample(args.batch_size),
+                                                  args)
             if target_network is not q_network and global_step % args.target_network_frequency == 0:
                 sync_target(target_network, q_network)
 
+        progress.update(global_step + 1)
         if (global_step + 1) % args.log_interval == 0:
             metrics = {"charts/epsilon": epsilon, "charts/SPS": (global_step + 1) / (time.time() - start_time)}
-            if loss is not None:
-                metrics.update({"losses/td_loss": loss.item(), "losses/q_values": q_mean.item()})
+            if loop["loss"] is not None:
+                metrics.update({"losses/td_loss": loop["loss"].item(), "losses/q_values": loop["q_mean"].item()})
             logger.log(global_step + 1, **metrics)
-            print(progress.line(global_step + 1, float(np.mean(recent)) if recent else None), flush=True)
-        global_step += 1
+            recent = float(np.mean(loop["recent"])) if loop["recent"] else None
+            print(progress.line(global_step + 1, recent), flush=True)
+        elif progress.due():
+            print(progress.line(global_step + 1, None), flush=True)
+        loop["global_step"] = global_step + 1
     env.close()
 
+    loop["frame"] = torch.as_tensor(frame)
     if args.save_model:
         path = logger.dir / "model.pt"
-        torch.save({"q_network": q_network.state_dict(), "env_id": env_id, "args": vars(args),
-                    "trained_steps": global_step}, path)
-        print(f"model saved to {path}")
-    return final_evaluation(q_network, args, env_id, device, logger, global_step, start_time)
+        run_utils.save_checkpoint(path, SCRIPT, {"args": vars(args), "run_name": run_name, "agent": agent_state(),
+                                                 "loop": {"global_step": loop["global_step"]}})
+        print(f"model saved to {path}", flush=True)
+    final = final_evaluation(q_network, args, env_id, device, logger, loop["global_step"], start_time, interrupts)
+    if final is None:  # interrupted: the training is complete and checkpointed, the evaluation is redone on resume
+        interrupts.exit(loop["global_step"], checkpoint(), run_utils.resume_command(run_dir))
+    (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
+    return final
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -812,4 +878,4 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    main(parse_args(), sys.argv[1:])

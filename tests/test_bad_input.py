@@ -10,6 +10,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DMC = ["drq_sac", "sac_pixels", "sac_state"]
+ATARI = ["nddqn_atari", "drq_dqn"]
+ALL = DMC + ATARI
 
 
 def corrupt(tmp: Path) -> str:
@@ -20,7 +22,7 @@ def corrupt(tmp: Path) -> str:
 
 def foreign(tmp: Path) -> str:
     (tmp / "other").mkdir()
-    torch.save({"script": "nddqn_atari", "args": {}}, tmp / "other" / "checkpoint.pt")
+    torch.save({"script": "pretrain_autoencoder", "args": {}}, tmp / "other" / "checkpoint.pt")
     return str(tmp / "other")
 
 
@@ -49,9 +51,21 @@ def garbage(tmp: Path) -> str:
 
 # (scripts, flags (callables get tmp_path), expected start of the message)
 CASES = [
-    (DMC, ["--total-timesteps", "-5"], "error: --total-timesteps must be positive"),
-    (DMC, ["--batch-size", "0"], "error: --batch-size must be positive"),
+    (ALL, ["--total-timesteps", "-5"], "error: --total-timesteps must be positive"),
+    (ALL, ["--batch-size", "0"], "error: --batch-size must be positive"),
     (DMC, ["--eval-episodes", "0"], "error: --eval-episodes must be positive"),
+    (ATARI, ["--eval-episodes", "0"], "error: --eval-episodes must be positive"),
+    (["drq_dqn"], ["--k", "0"], "error: --k must be positive"),
+    (ATARI, ["--learning-starts", "200000"], "error: --learning-starts 200000 must exceed --n-step 10"),
+    (ATARI, ["--batch-size", "64", "--buffer-size", "32"], "error: --batch-size 64 is larger than the 32"),
+    (ATARI, ["--env-id", "Breakoutt"], "error: unknown Atari game 'Breakoutt'; did you mean Breakout"),
+    (["drq_dqn"], ["drq-eps", "--max-episode-steps", "-1"], "error: --noop-max, --max-episode-frames and"),
+    (ATARI, ["--resume", corrupt], "error: checkpoint"),
+    (ATARI, ["--resume", foreign], "error: "),
+    (ATARI, ["--eval-checkpoint", "/nonexistent/model.pt"], "error: checkpoint '/nonexistent/model.pt' does not"),
+    (ATARI, ["--cuda"], "error: --cuda was given but torch sees no CUDA device"),
+    (ATARI, ["--track"], "error: --track in online mode needs a wandb API key"),
+    (ATARI, ["--runs-dir", unwritable], "error: --runs-dir"),
     (["drq_sac"], ["--k", "0"], "error: --k must be positive"),
     (["drq_sac"], ["--m", "-1"], "error: --m must be positive"),
     (DMC, ["--total-timesteps", "5000", "--learning-starts", "5000"], "error: --learning-starts 5000 must be in"),

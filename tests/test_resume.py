@@ -18,7 +18,12 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 DMC_TINY = ["--total-timesteps", "1200", "--learning-starts", "400", "--batch-size", "16", "--eval-episodes", "1",
             "--episode-length", "200", "--eval-frequency", "400", "--buffer-size", "1000", "--hidden-dim", "32",
             "--no-cuda", "--save-model"]
+ATARI_TINY = ["--env-id", "Breakout", "--total-timesteps", "600", "--learning-starts", "200", "--batch-size", "8",
+              "--eval-episodes", "1", "--log-interval", "50", "--max-episode-steps", "150", "--no-cuda", "--save-model"]
 CASES = {
+    "drq_dqn": (ATARI_TINY, 600),
+    "drq_dqn:drq-eps": (["drq-eps", *ATARI_TINY, "--buffer-size", "5000"], 600),
+    "nddqn_atari": (ATARI_TINY, 600),
     "drq_sac": (["--k", "2", "--m", "2", *DMC_TINY], 1200),
     "sac_pixels": (DMC_TINY, 1200),
     "sac_state": (DMC_TINY, 1200),
@@ -64,7 +69,7 @@ def assert_same_state(a, b, where=""):
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_sigterm_then_resume_is_bitwise_the_uninterrupted_run(script, tmp_path):
     flags, total = CASES[script]
-    cmd = [sys.executable, str(ROOT / f"{script}.py"), *flags]
+    cmd = [sys.executable, str(ROOT / f"{script.split(':')[0]}.py"), *flags]
     straight = tmp_path / "straight"
     subprocess.run([*cmd, "--runs-dir", str(straight)], env=ENV, check=True, capture_output=True, timeout=600)
 
