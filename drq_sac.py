@@ -719,7 +719,6 @@ def validate(args: Args, argv: list[str]) -> dict:
 
 def main(args: Args, argv: list[str] = ()):
     """Train (or, with --eval-checkpoint, only evaluate); returns (final dict, agent, replay buffer or None)."""
-    run_utils.tune_allocator()
     t_start = time.time()
     if args.eval_checkpoint:
         return evaluate_checkpoint(args, argv)

@@ -691,7 +691,6 @@ def evaluate_checkpoint(args: Args, argv: list[str]) -> dict:
 
 
 def main(args: Args, argv: list[str] = ()) -> dict:
-    run_utils.tune_allocator()
     if args.eval_checkpoint:
         return evaluate_checkpoint(args, argv)
     ckpt = None

@@ -710,7 +710,6 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None) -> dict:
 
 def main(args: Args, argv: list[str] = ()) -> dict:
     """Collect (or load) frames, train the autoencoder, write the encoder checkpoint and figures; returns final."""
-    run_utils.tune_allocator()
     t_start = time.time()
     ckpt = None
     if args.resume:

@@ -47,6 +47,11 @@ def tune_allocator() -> bool:
         return False
 
 
+# At import, so that every user of the training scripts' code gets it before its first large allocation: the
+# scripts, and also benchmark_runtime.py, tests and harnesses that import them and call their update functions.
+ALLOCATOR_TUNED = tune_allocator()
+
+
 def get_device(cuda: bool, cuda_explicit: bool) -> torch.device:
     """--cuda is on by default and falls back to the CPU; naming it explicitly makes a missing GPU an error."""
     if cuda and torch.cuda.is_available():
