@@ -301,7 +301,10 @@ def save_checkpoint(path: Path, script: str, state: dict) -> None:
 
 
 def _plain(value):
-    """numpy values -> tensors and python types, so the file loads with weights_only=True."""
+    """numpy values -> tensors and python types, so the file loads with weights_only=True; a tensor that is a slice of
+    a larger one (the written part of a replay buffer) is copied, since torch.save writes a view's whole storage."""
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value.untyped_storage().nbytes() > value.nbytes else value
     if isinstance(value, np.ndarray):
         return torch.from_numpy(value.copy())
     if isinstance(value, np.generic):
