@@ -575,8 +575,10 @@ def critic_loss(critic: Critic, obs: torch.Tensor, action: torch.Tensor, target:
 
 
 def update_critic(agent: Agent, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
-                  not_done: torch.Tensor, gamma: float, k: int, m: int, sum_over_copies: bool = True) -> dict:
-    target = td_target(agent.actor, agent.critic_target, agent.log_alpha.exp(), next_obs, reward, not_done, gamma, k)
+                  not_done: torch.Tensor, gamma: float, k: int, m: int, sum_over_copies: bool = True,
+                  noise: torch.Tensor | None = None) -> dict:
+    target = td_target(agent.actor, agent.critic_target, agent.log_alpha.exp(), next_obs, reward, not_done, gamma, k,
+                       noise)
     loss, q1 = critic_loss(agent.critic, obs, action, target, m, sum_over_copies)
     agent.critic_optimizer.zero_grad(set_to_none=True)
     loss.backward()
