@@ -631,9 +631,13 @@ def act(actor: Actor, obs: np.ndarray, device: torch.device, sample: bool) -> np
 
 
 def evaluate(actor: Actor, env: DMCEnv, episodes: int, device: torch.device, video_path: Path | None = None):
-    """Returns of `episodes` deterministic episodes; the first is written to `video_path` (mp4) when given."""
-    returns = []
+    """Returns of `episodes` deterministic episodes; the first is written to `video_path` (mp4) when given. A line
+    every ~20 s says how far it is (ten pixel episodes can take half a minute on a loaded CPU)."""
+    returns, last_line = [], time.time()
     for episode in range(episodes):
+        if time.time() - last_line > 20:
+            print(f"  evaluation: {episode}/{episodes} episodes", flush=True)
+            last_line = time.time()
         obs, _ = env.reset()
         frames = [env.render_frame(256)] if video_path and episode == 0 else None
         done, total = False, 0.0

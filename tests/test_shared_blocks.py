@@ -19,6 +19,7 @@ SHARED = {
     "ReplayBuffer": ["nddqn_atari.py", "drq_dqn.py"],
     "main": ["nddqn_atari.py", "drq_dqn.py"],
     "update_actor_and_alpha": ["sac_state.py", "sac_pixels.py"],
+    "evaluate": ["sac_state.py", "sac_pixels.py", "drq_sac.py", "sac_ae.py"],
 }
 
 
