@@ -164,6 +164,9 @@ class RunLogger:
             atomic_write_text(self.dir / "args.json", json.dumps(record, indent=2, default=str))
             path.write_text("")
         else:
+            size = path.stat().st_size if path.exists() else -1
+            require(0 <= resume["metrics_bytes"] <= size, f"{path} holds {size} bytes but its checkpoint logged "
+                    f"{resume['metrics_bytes']}: the run folder and its checkpoint.pt do not belong together")
             with open(path, "r+") as f:
                 f.truncate(resume["metrics_bytes"])
         self.metrics = open(path, "a", buffering=1)

@@ -148,3 +148,16 @@ def test_pretrain_autoencoder_sigterm_then_resume_is_bitwise_the_uninterrupted_r
     ae_a, ae_b = (torch.load(run / "encoder.pt", weights_only=True) for run in (a, b))
     assert_same_state({k: ae_a[k] for k in ("encoder", "decoder")}, {k: ae_b[k] for k in ("encoder", "decoder")})
     assert not (b / "checkpoint.pt").exists()
+
+
+def test_resume_refuses_metrics_shorter_than_its_checkpoint(tmp_path):
+    """A checkpoint paired with an older metrics.jsonl (say, a committed copy) must not pad the file with zeros."""
+    import types
+
+    import run_utils
+
+    (tmp_path / "metrics.jsonl").write_text('{"global_step": 1}\n')
+    with pytest.raises(SystemExit, match="^error: .*metrics.jsonl holds 19 bytes but its checkpoint logged 500"):
+        run_utils.RunLogger(types.SimpleNamespace(track=False), tmp_path, {"algo": "a", "run_name": "r"},
+                            resume={"metrics_bytes": 500, "wandb_id": None})
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"global_step": 1}\n'
