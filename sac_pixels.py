@@ -565,8 +565,10 @@ def critic_loss(critic: Critic, obs: torch.Tensor, action: torch.Tensor,
 
 
 def update_critic(agent: Agent, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
-                  not_done: torch.Tensor, gamma: float) -> dict:
-    target = td_target(agent.actor, agent.critic_target, agent.log_alpha.exp(), next_obs, reward, not_done, gamma)
+                  not_done: torch.Tensor, gamma: float,
+                  noise: torch.Tensor | None = None) -> dict:
+    target = td_target(agent.actor, agent.critic_target, agent.log_alpha.exp(), next_obs, reward, not_done, gamma,
+                       noise)
     loss, q1 = critic_loss(agent.critic, obs, action, target)
     agent.critic_optimizer.zero_grad(set_to_none=True)
     loss.backward()
