@@ -57,6 +57,7 @@ PROJECT_DIR = Path(__file__).resolve().parent
 if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
+import atari_envs  # noqa: E402
 import run_utils  # noqa: E402
 
 DMC_PIXEL_BASELINE = "sac_pixels"
@@ -143,7 +144,7 @@ def parse_km(values: list[str]) -> list[tuple[int, int]]:
 def dmc_shapes(env_id: str) -> tuple[int, int, int]:
     """(action dim, state dim, episode length in agent steps) of a dm_control task, read from its specs (no
     rendering)."""
-    import drq_sac as ref  # any DMC script: resolve_env_id and the action-repeat table are shared blocks
+    import dmc_envs as ref
 
     domain, task = ref.resolve_env_id(env_id)
     env = ref.suite.load(domain, task)
@@ -224,7 +225,7 @@ def build_dqn(name: str, module_name: str, args: Args, device: torch.device, k: 
     torch.manual_seed(args.seed)
     b = args.atari_batch_size
     cfg = mod.Args(batch_size=b, **({"k": k, "m": m} if module_name == "drq_dqn" else {}))
-    env = mod.make_env(mod.resolve_env_id(args.atari_env_id), args.seed)
+    env = atari_envs.make_env(atari_envs.resolve_env_id(args.atari_env_id), args.seed)
     n_actions = env.action_space.n
     env.close()
     q_network = mod.QNetwork(n_actions, padding=cfg.conv_padding).to(device)

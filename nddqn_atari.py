@@ -6,7 +6,6 @@ shows exactly what DrQ adds to the baseline. A named recipe of the Atari recipe 
 flags after it override its values; `--help` lists the recipes.
 """
 import copy
-import csv
 import math
 import os
 import sys
@@ -15,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
+import atari_envs
 import run_utils
 
-HERE = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).stem
 
 # dopamine's Atari 100k agent as it produced the published DrQ(eps) scores (labs/atari_100k at 8de9df0); spec §2.7
@@ -48,37 +46,19 @@ DEFAULT_RECIPE = next(name for name, (script, _, _) in RECIPES.items() if script
 
 
 @dataclass
-class Args:
+class Args(run_utils.RunArgs):
     recipe: tyro.conf.Suppress[str] = DEFAULT_RECIPE
     """the named recipe these values start from (a subcommand; spec §2.7), recorded in args.json"""
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (used in run_name and as `algo` in final.json)"""
     seed: int = 1
     """seed of the experiment (torch, numpy, python and the environment)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """use CUDA when torch sees a GPU (falls back to the CPU); passing --cuda explicitly makes a missing GPU an error"""
-    track: bool = False
-    """if toggled, log metrics to Weights and Biases as well as to runs/{run_name}/metrics.jsonl"""
-    wandb_project_name: str = "drq-reproduction"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of the wandb project"""
-    wandb_group: str | None = None
-    """the wandb group (sweep.py sets one per sweep)"""
-    wandb_mode: Literal["online", "offline", "disabled"] = "online"
-    """wandb mode: `offline` needs no network or API key"""
     capture_video: bool = False
     """if toggled, record the first final-evaluation game to runs/{run_name}/videos"""
     save_model: bool = False
     """if toggled, save the trained Q-network and its optimizer to runs/{run_name}/model.pt"""
     eval_checkpoint: str | None = None
     """path of a model.pt or checkpoint.pt of this script to load and evaluate; no training happens"""
-    runs_dir: str = "runs"
-    """folder that receives runs/{run_name}/"""
-    resume: str | None = None
-    """run directory of an interrupted run (runs/{run_name}): continue it in place from its checkpoint.pt"""
     checkpoint_interval: int = 10_000
     """agent steps between full-state checkpoints (network, optimizer, replay, RNG and game state) in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
     log_interval: int = 1000
@@ -152,152 +132,7 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Atari environment and scores (spec §2.3, §3)
-
-
-def atari_games() -> list[str]:
-    import ale_py
-
-    gym.register_envs(ale_py)
-    suffix = "NoFrameskip-v4"
-    return sorted(k[: -len(suffix)] for k in gym.registry if k.endswith(suffix) and "-ram" not in k)
-
-
-def resolve_env_id(env_id: str) -> str:
-    """`Breakout` or `BreakoutNoFrameskip-v4` -> `BreakoutNoFrameskip-v4`; anything else is a one-line error."""
-    game = env_id.removesuffix("NoFrameskip-v4")
-    games = atari_games()
-    if game not in games:
-        run_utils.unknown_choice("Atari game", env_id, games)
-    return f"{game}NoFrameskip-v4"
-
-
-def make_env(env_id: str, seed: int, noop_max: int = 30, max_episode_frames: int = 108_000,
-             video_dir: str | None = None, noop_mode: str = "gymnasium", life_loss_ends_frame_skip: bool = False):
-    """<Game>NoFrameskip-v4, no sticky actions, minimal action set, frame skip 4 with a max-pool over the last two
-    frames, grayscale 84x84 (cv2 INTER_AREA), up to `noop_max` no-ops at reset. The frame stack is kept by the agent
-    (FrameStack below), and the game is not reset on a life loss (spec §2.3). Dopamine's no-ops and frame skip
-    (spec §2.7) come from DopaminePreprocessing, gymnasium's AtariPreprocessing does the rest."""
-    import ale_py
-
-    gym.register_envs(ale_py)
-    env = gym.make(env_id, repeat_action_probability=0.0, full_action_space=False,
-                   max_num_frames_per_episode=max_episode_frames,
-                   render_mode="rgb_array" if video_dir else None)
-    if video_dir:
-        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: episode == 0,
-                                       disable_logger=True)
-    if noop_mode == "dopamine" or life_loss_ends_frame_skip:
-        env = DopaminePreprocessing(env, noop_max, noop_mode, life_loss_ends_frame_skip)
-    else:
-        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=4, screen_size=84,
-                                              terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
-    env = GameRecorder(env)
-    env.action_space.seed(seed)
-    return env
-
-
-class GameRecorder(gym.Wrapper):
-    """Carries the game in progress through a checkpoint: how the game was reset (the run's seed, and the env's
-    random state, which draws the no-ops) and the actions since; `restore` replays them in a fresh env. The emulator
-    is deterministic and sticky actions are off, so the game is rebuilt bit for bit."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.seed, self.seeded_reset, self.random_at_reset, self.actions = None, False, None, []
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        self.seed = seed if seed is not None else self.seed
-        self.seeded_reset = seed is not None
-        self.random_at_reset = self.env.unwrapped.np_random.bit_generator.state
-        self.actions = []
-        return self.env.reset(seed=seed, options=options)
-
-    def step(self, action: int):
-        self.actions.append(int(action))
-        return self.env.step(action)
-
-    def snapshot(self) -> dict:
-        return run_utils.plain({"seed": self.seed, "seeded_reset": self.seeded_reset,
-                                "random_at_reset": self.random_at_reset,
-                                "actions": torch.tensor(self.actions, dtype=torch.long)})
-
-    def restore(self, snap: dict) -> None:
-        self.reset(seed=snap["seed"])  # loads the ROM and seeds the ALE as the run's first reset did
-        if not snap["seeded_reset"]:
-            self.env.unwrapped.np_random.bit_generator.state = run_utils.numpy_state(snap["random_at_reset"])
-            self.reset()
-        for action in snap["actions"].tolist():
-            self.step(action)
-
-
-class DopaminePreprocessing(gym.Wrapper):
-    """dopamine's atari_lib.AtariPreprocessing with its Atari 100k runner's no-ops (8de9df0, spec §2.7), on the
-    gymnasium API. Same frames as gymnasium's AtariPreprocessing except where a flag asks for dopamine's behaviour:
-    - noop_mode "dopamine": 0..noop_max-1 no-ops sent to the ALE directly, so the game's first observation is the
-      frame from before them (eval_run_experiment.MaxEpisodeEvalRunner._run_no_ops, in training and evaluation);
-    - life_loss_ends_frame_skip: a life loss ends the 4-frame skip at once, and the observation pools whatever the two
-      screen buffers hold then (AtariPreprocessing.step with terminal_on_life_loss = True)."""
-
-    def __init__(self, env: gym.Env, noop_max: int, noop_mode: str, life_loss_ends_frame_skip: bool):
-        super().__init__(env)
-        self.noop_max, self.noop_mode, self.stop_on_life_loss = noop_max, noop_mode, life_loss_ends_frame_skip
-        self.observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
-        self.ale = env.unwrapped.ale
-        self.screens = [np.zeros(self.ale.getScreenDims(), dtype=np.uint8) for _ in range(2)]
-        self.lives = 0
-
-    def observe(self) -> np.ndarray:
-        import cv2
-
-        # in place, as dopamine pools: the pooled frame stays in screens[0], which a step cut short pools again
-        np.maximum(self.screens[0], self.screens[1], out=self.screens[0])
-        return cv2.resize(self.screens[0], (84, 84), interpolation=cv2.INTER_AREA)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        _, info = self.env.reset(seed=seed, options=options)
-        noops = int(self.env.unwrapped.np_random.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
-        for _ in range(noops if self.noop_mode == "gymnasium" else 0):
-            _, _, terminated, truncated, info = self.env.step(0)
-            if terminated or truncated:
-                _, info = self.env.reset(seed=seed, options=options)
-        self.ale.getScreenGrayscale(self.screens[0])
-        self.screens[1].fill(0)
-        if self.noop_mode == "dopamine":
-            for _ in range(noops - 1):  # dopamine's jax.random.randint(0, max_noops) excludes its upper bound
-                self.ale.act(0)
-            if self.ale.game_over():
-                _, info = self.env.reset(seed=seed, options=options)
-                self.ale.getScreenGrayscale(self.screens[0])
-        self.lives = self.ale.lives()
-        return self.observe(), info
-
-    def step(self, action: int):
-        total_reward = 0.0
-        for t in range(4):
-            _, reward, terminated, truncated, info = self.env.step(action)
-            total_reward += float(reward)
-            life_lost = self.stop_on_life_loss and self.ale.lives() < self.lives
-            self.lives = self.ale.lives()
-            if terminated or truncated or life_lost:
-                break
-            if t >= 2:
-                self.ale.getScreenGrayscale(self.screens[t - 2])
-        return self.observe(), total_reward, terminated, truncated, info
-
-
-def human_random_scores() -> dict[str, tuple[float, float]]:
-    """Standard human/random reference scores (spec §3), shipped in reference/atari_100k_scores.csv."""
-    with open(HERE / "reference" / "atari_100k_scores.csv") as f:
-        return {row["game"]: (float(row["random"]), float(row["human"])) for row in csv.DictReader(f)}
-
-
-def human_normalized_score(game: str, score: float) -> float | None:
-    table = human_random_scores()
-    if game not in table:
-        return None
-    rand, human = table[game]
-    return (score - rand) / (human - rand)
+# The agent's frame stack (spec §2.3)
 
 
 class FrameStack:
@@ -573,7 +408,7 @@ def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_ste
     complete games until at least min_steps agent steps are done (dopamine's step-based protocol), else `episodes`
     games. A life loss restarts the agent's frame stack (as in training) but not the game. Returns None when
     `interrupts` asks to stop (the evaluation is then redone on resume), and prints a line every ~20 s."""
-    env = make_env(env_id, seed, video_dir=video_dir, **env_options)
+    env = atari_envs.make_env(env_id, seed, video_dir=video_dir, **env_options)
     rng = np.random.default_rng(seed)
     stack = FrameStack(4, device)
     returns, steps = [], 0
@@ -609,7 +444,7 @@ def validate(args: Args, argv: list[str]) -> dict:
     run_utils.positive(total_timesteps=args.total_timesteps, batch_size=args.batch_size, buffer_size=args.buffer_size,
                        n_step=args.n_step, checkpoint_interval=args.checkpoint_interval,
                        log_interval=args.log_interval, train_frequency=args.train_frequency)
-    env_id = resolve_env_id(args.env_id)
+    env_id = atari_envs.resolve_env_id(args.env_id)
     run_utils.require(args.n_step < args.learning_starts < args.total_timesteps,
                       f"--learning-starts {args.learning_starts} must exceed --n-step {args.n_step} (a complete n-step "
                       f"transition must exist when updates begin) and be below --total-timesteps {args.total_timesteps}")
@@ -630,7 +465,7 @@ def validate(args: Args, argv: list[str]) -> dict:
 
 
 def env_options(args: Args) -> dict:
-    """make_env's settings from the flags, for training and evaluation alike."""
+    """atari_envs.make_env's settings from the flags, for training and evaluation alike."""
     return {"noop_max": args.noop_max, "max_episode_frames": args.max_episode_frames, "noop_mode": args.noop_mode,
             "life_loss_ends_frame_skip": args.life_loss_ends_frame_skip}
 
@@ -661,7 +496,7 @@ def final_evaluation(q_network, args, env_id, device, logger, trained_steps, sta
              "total_timesteps": trained_steps, "eval_episodes": len(returns), "eval_steps": steps,
              "eval_epsilon": args.eval_epsilon, "end_e": args.end_e, "mean_return": mean_return,
              "std_return": float(np.std(returns)) if returns else float("nan"), "returns": returns,
-             "hns": human_normalized_score(env_id.removesuffix("NoFrameskip-v4"), mean_return),
+             "hns": atari_envs.human_normalized_score(env_id.removesuffix("NoFrameskip-v4"), mean_return),
              "wall_time_s": time.time() - start_time, "run_name": logger.header["run_name"]}
     if args.eval_checkpoint:
         final["evaluated_checkpoint"] = str(args.eval_checkpoint)
@@ -678,9 +513,9 @@ def evaluate_checkpoint(args: Args, argv: list[str]) -> dict:
     cfg = validate(args, argv)
     env_id, device = cfg["env_id"], cfg["device"]
     saved = ckpt["args"]
-    if resolve_env_id(saved["env_id"]) != env_id:
-        run_utils.fail(f"checkpoint was trained on {resolve_env_id(saved['env_id'])}, not {env_id}")
-    env = make_env(env_id, args.seed, **env_options(args))
+    if atari_envs.resolve_env_id(saved["env_id"]) != env_id:
+        run_utils.fail(f"checkpoint was trained on {atari_envs.resolve_env_id(saved['env_id'])}, not {env_id}")
+    env = atari_envs.make_env(env_id, args.seed, **env_options(args))
     q_network = QNetwork(env.action_space.n, padding=saved["conv_padding"]).to(device)
     q_network.load_state_dict(ckpt["agent"]["q_network"])
     env.close()
@@ -707,7 +542,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
                        f"{args.total_timesteps} agent steps, learning from step {args.learning_starts}, then a final "
                        f"evaluation of {evaluation}" + (f", resuming at step {ckpt['loop']['global_step']}" if ckpt else ""))
     start_time = time.time()
-    env = make_env(env_id, args.seed, **env_options(args))
+    env = atari_envs.make_env(env_id, args.seed, **env_options(args))
     q_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
     target_network = make_target_network(q_network, args)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)

@@ -15,7 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -50,6 +52,30 @@ def tune_allocator() -> bool:
 # At import, so that every user of the training scripts' code gets it before its first large allocation: the
 # scripts, and also benchmark_runtime.py, tests and harnesses that import them and call their update functions.
 ALLOCATOR_TUNED = tune_allocator()
+
+
+@dataclass
+class RunArgs:
+    """The flags of run bookkeeping, the same in every training script; each script's `Args(RunArgs)` adds the
+    experiment's own (tyro lists these first in --help)."""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when torch sees a GPU (falls back to the CPU); passing --cuda explicitly makes a missing GPU an error"""
+    track: bool = False
+    """if toggled, log metrics to Weights and Biases as well as to {runs_dir}/{run_name}/metrics.jsonl"""
+    wandb_project_name: str = "drq-reproduction"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of the wandb project"""
+    wandb_group: str | None = None
+    """the wandb group (sweep.py sets one per sweep)"""
+    wandb_mode: Literal["online", "offline", "disabled"] = "online"
+    """wandb mode: `offline` needs no network or API key"""
+    runs_dir: str = "runs"
+    """folder that receives {runs_dir}/{run_name}/"""
+    resume: str | None = None
+    """run directory of an interrupted run ({runs_dir}/{run_name}): continue it in place from its checkpoint.pt"""
 
 
 def get_device(cuda: bool, cuda_explicit: bool) -> torch.device:

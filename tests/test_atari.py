@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import atari_envs
 import drq_dqn
 import nddqn_atari
 
@@ -264,11 +265,11 @@ def test_hns_of_published_drq_gives_published_median():
     with open(ROOT / "reference" / "atari_100k_scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 26
-    hns = [nddqn_atari.human_normalized_score(r["game"], float(r["drq_reported_final"])) for r in rows]
+    hns = [atari_envs.human_normalized_score(r["game"], float(r["drq_reported_final"])) for r in rows]
     assert np.median(hns) == pytest.approx(0.284, abs=5e-4)  # spec §2.5: DrQ (ilya) median 0.284, mean 0.370
     assert np.mean(hns) == pytest.approx(0.370, abs=5e-4)
-    assert nddqn_atari.human_normalized_score("Breakout", 30.5) == pytest.approx(1.0)
-    assert nddqn_atari.human_normalized_score("Tetris", 1.0) is None
+    assert atari_envs.human_normalized_score("Breakout", 30.5) == pytest.approx(1.0)
+    assert atari_envs.human_normalized_score("Tetris", 1.0) is None
 
 
 # ------------------------------------------------------------------------------------------------ environment protocol
@@ -307,7 +308,7 @@ def recording(monkeypatch, module, name: str) -> list:
 
 
 def test_evaluation_plays_complete_games_across_life_losses(monkeypatch):
-    envs = recording(monkeypatch, drq_dqn, "make_env")
+    envs = recording(monkeypatch, atari_envs, "make_env")
     returns, steps = drq_dqn.evaluate(drq_dqn.QNetwork(4), "BreakoutNoFrameskip-v4", 0, 3, 0, 1.0,
                                       torch.device("cpu"))
     (env,) = envs
@@ -318,7 +319,7 @@ def test_evaluation_plays_complete_games_across_life_losses(monkeypatch):
 
 
 def test_step_based_evaluation_finishes_the_last_game(monkeypatch):
-    envs = recording(monkeypatch, nddqn_atari, "make_env")
+    envs = recording(monkeypatch, atari_envs, "make_env")
     returns, steps = nddqn_atari.evaluate(nddqn_atari.QNetwork(6), "PongNoFrameskip-v4", 0, 1, 1500, 1.0,
                                           torch.device("cpu"))
     (env,) = envs
@@ -327,7 +328,7 @@ def test_step_based_evaluation_finishes_the_last_game(monkeypatch):
 
 
 def test_learner_sees_life_losses_as_terminals(monkeypatch, tmp_path):
-    envs = recording(monkeypatch, drq_dqn, "make_env")
+    envs = recording(monkeypatch, atari_envs, "make_env")
     buffers = recording(monkeypatch, drq_dqn, "ReplayBuffer")
     args = drq_dqn.Args(env_id="Breakout", total_timesteps=700, learning_starts=650, log_interval=100,
                         eval_episodes=1, runs_dir=str(tmp_path), cuda=False, batch_size=8)
@@ -514,9 +515,9 @@ def test_one_shift_per_image_or_per_batch(shift_per):
 # ------------------------------------------------------------------------------------------------ dopamine's env
 def test_noop_modes():
     frames, first_obs = {}, {}
-    reset_frame = drq_dqn.make_env("PongNoFrameskip-v4", 0, noop_max=0).reset(seed=0)[0]
+    reset_frame = atari_envs.make_env("PongNoFrameskip-v4", 0, noop_max=0).reset(seed=0)[0]
     for mode in ("gymnasium", "dopamine"):
-        env = drq_dqn.make_env("PongNoFrameskip-v4", 0, noop_max=30, noop_mode=mode)
+        env = atari_envs.make_env("PongNoFrameskip-v4", 0, noop_max=30, noop_mode=mode)
         frames[mode], first_obs[mode] = set(), []
         for seed in range(150):  # each seed draws its own number of no-ops
             obs, _ = env.reset(seed=seed)
@@ -537,7 +538,7 @@ def test_a_life_loss_ends_the_frame_skip_only_under_its_flag():
         raw.step(action)
         if raw.unwrapped.ale.lives() < lives:
             break
-    plain, stops = (drq_dqn.make_env(env_id, 0, noop_max=0, life_loss_ends_frame_skip=flag) for flag in (False, True))
+    plain, stops = (atari_envs.make_env(env_id, 0, noop_max=0, life_loss_ends_frame_skip=flag) for flag in (False, True))
     (obs_p, info_p), (obs_s, info_s) = plain.reset(seed=0), stops.reset(seed=0)
     for action in actions:
         assert np.array_equal(obs_p, obs_s)  # the same frames as gymnasium's AtariPreprocessing until then

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import dmc_envs  # noqa: E402
 import drq_sac  # noqa: E402
 import pretrain_autoencoder as pa  # noqa: E402
 import run_utils  # noqa: E402
@@ -252,7 +253,7 @@ def _latent_env(k: int = 1, n: int = 3, episode_length: int = 24, seed: int = 0)
     observations the encoder saw."""
     torch.manual_seed(0)
     encoder = pa.Encoder((3 * k, 84, 84)).requires_grad_(False)
-    inner = sac_ae.make_env("cartpole-swingup", seed, 8, pixels=True, frame_stack=k, episode_length=episode_length)
+    inner = dmc_envs.make_env("cartpole-swingup", seed, 8, pixels=True, frame_stack=k, episode_length=episode_length)
     env = sac_ae.LatentStackEnv(inner, encoder, n, k, torch.device("cpu"))
     seen = []
     encode = env.encode
@@ -392,7 +393,7 @@ def test_policy_checkpoint_loads_the_saved_actor_and_collects_with_it(module, tm
     # the collection steps a real env with the actor's sampled actions and stores the agent's 84x84 view
     frames, first = pa.collect_frames("cartpole-swingup", 12, 0, 8, 40, actor, pixels, torch.device("cpu"))
     assert frames.shape == (12, 3, 84, 84) and first.tolist() == ([True] + [False] * 4) * 2 + [True, False]
-    env = pa.make_env("cartpole-swingup", 0, 8, pixels=True, episode_length=40)
+    env = dmc_envs.make_env("cartpole-swingup", 0, 8, pixels=True, episode_length=40)
     np.testing.assert_array_equal(frames[0], env.reset(seed=0)[0][-3:])  # same seed, same first frame
     with pytest.raises(SystemExit, match="^error: --policy-checkpoint .* not a model.pt"):
         pa.load_policy(str(tmp_path / "missing.pt"), torch.device("cpu"))
@@ -602,7 +603,7 @@ def test_pretrain_interrupted_while_collecting_and_inside_an_epoch_resumes_bitwi
     # encoders' first run is the uninterrupted one: the same flags, never stopped
     flags = ["--num-frames", "40", "--epochs", "1", "--episode-length", "80", "--batch-size", "8", "--eval-frames", "8",
              "--png-frames", "2", "--dataset-dir", str(tmp_path / "ds"), "--runs-dir", str(tmp_path / "runs")]
-    run = _sigterm_at_call("pretrain_autoencoder.py", "m.DMCEnv", "step", 23, *flags)  # mid-episode, frame 23
+    run = _sigterm_at_call("pretrain_autoencoder.py", "m.dmc_envs.DMCEnv", "step", 23, *flags)  # mid-episode, frame 23
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["phase"] == "collect" and ckpt["collect"]["frames_done"] == 23
     # the resumed run collects the rest, then stops in the middle of the epoch's 3 minibatches

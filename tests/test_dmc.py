@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import dmc_envs  # noqa: E402
 import drq_sac  # noqa: E402
 import sac_pixels  # noqa: E402
 import sac_state  # noqa: E402
@@ -35,22 +36,21 @@ TINY = dict(total_timesteps=240, episode_length=120, learning_starts=160, batch_
 
 
 def test_resolve_env_id_forms_and_unknown():
-    for module in (drq_sac, sac_pixels, sac_state):
-        assert module.resolve_env_id("cartpole-swingup") == ("cartpole", "swingup")
-        assert module.resolve_env_id("dm_control/cartpole-swingup-v0") == ("cartpole", "swingup")
-        assert module.resolve_env_id("ball_in_cup_catch") == ("ball_in_cup", "catch")
-        with pytest.raises(SystemExit, match="did you mean cartpole-swingup"):
-            module.resolve_env_id("cartpole-swingup-v9")
+    assert dmc_envs.resolve_env_id("cartpole-swingup") == ("cartpole", "swingup")
+    assert dmc_envs.resolve_env_id("dm_control/cartpole-swingup-v0") == ("cartpole", "swingup")
+    assert dmc_envs.resolve_env_id("ball_in_cup_catch") == ("ball_in_cup", "catch")
+    with pytest.raises(SystemExit, match="did you mean cartpole-swingup"):
+        dmc_envs.resolve_env_id("cartpole-swingup-v9")
     # spec §1.4 PlaNet-benchmark table
     expected = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "ball_in_cup-catch": 4,
                 "finger-spin": 2, "walker-walk": 2}
-    assert {t: drq_sac.default_action_repeat(t) for t in expected} == expected
-    assert drq_sac.default_action_repeat("hopper-hop") == 2
+    assert {t: dmc_envs.default_action_repeat(t) for t in expected} == expected
+    assert dmc_envs.default_action_repeat("hopper-hop") == 2
 
 
 def test_action_repeat_sums_rewards_and_truncation_is_not_termination():
     ar, length, seed = 4, 40, 5
-    env = sac_state.make_env("cartpole-swingup", seed, ar, pixels=False, episode_length=length)
+    env = dmc_envs.make_env("cartpole-swingup", seed, ar, pixels=False, episode_length=length)
     raw = gym.make("dm_control/cartpole-swingup-v0", task_kwargs={"random": seed}, disable_env_checker=True)
     obs, _ = env.reset(seed=seed)
     raw_obs, _ = raw.reset(seed=seed)
@@ -74,7 +74,7 @@ def test_action_repeat_sums_rewards_and_truncation_is_not_termination():
 
 
 def test_dm_control_own_time_limit_is_a_truncation():
-    env = sac_state.make_env("cartpole-swingup", 0, 8, pixels=False)  # 1000-step limit of dm_control itself
+    env = dmc_envs.make_env("cartpole-swingup", 0, 8, pixels=False)  # 1000-step limit of dm_control itself
     env.reset()
     steps, truncated, terminated = 0, False, False
     while not (truncated or terminated):
@@ -84,7 +84,7 @@ def test_dm_control_own_time_limit_is_a_truncation():
 
 
 def test_pixel_observations_frame_stack_and_camera():
-    env = drq_sac.make_env("dm_control/cartpole-swingup-v0", 0, 8, pixels=True)
+    env = dmc_envs.make_env("dm_control/cartpole-swingup-v0", 0, 8, pixels=True)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (9, 84, 84) and obs.dtype == np.uint8
     assert np.array_equal(obs[0:3], obs[3:6]) and np.array_equal(obs[3:6], obs[6:9])  # reset copies frame 1
@@ -95,7 +95,7 @@ def test_pixel_observations_frame_stack_and_camera():
     assert np.array_equal(nxt[0:6], obs[3:9])
     assert np.array_equal(nxt[6:9], physics.render(height=84, width=84, camera_id=0).transpose(2, 0, 1))
     assert not np.array_equal(nxt[6:9], obs[6:9])
-    assert drq_sac.DMCEnv("quadruped-walk", 0, 2, pixels=True).camera_id == 2
+    assert dmc_envs.DMCEnv("quadruped-walk", 0, 2, pixels=True).camera_id == 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_frame_once_buffer_matches_naive_buffer_across_episodes_and_wraparound()
 
 
 def test_frame_once_buffer_on_real_env_episodes():
-    env = drq_sac.make_env("cartpole-swingup", 1, 8, pixels=True, episode_length=24)
+    env = dmc_envs.make_env("cartpole-swingup", 1, 8, pixels=True, episode_length=24)
     rng = np.random.default_rng(1)
     episodes = []
     for _ in range(3):

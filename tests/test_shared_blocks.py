@@ -13,9 +13,6 @@ SCRIPTS = ["nddqn_atari.py", "drq_dqn.py", "sac_state.py", "sac_pixels.py", "drq
 # block -> the scripts that must all hold it, identically
 SHARED = {
     "random_shift": ["drq_dqn.py", "drq_sac.py", "sac_pixels.py"],
-    "DMCEnv": ["sac_state.py", "sac_pixels.py", "drq_sac.py", "sac_ae.py"],
-    "resolve_env_id": ["nddqn_atari.py", "drq_dqn.py"],
-    "GameRecorder": ["nddqn_atari.py", "drq_dqn.py"],
     "ReplayBuffer": ["nddqn_atari.py", "drq_dqn.py"],
     "main": ["nddqn_atari.py", "drq_dqn.py"],
     "update_actor_and_alpha": ["sac_state.py", "sac_pixels.py"],

@@ -1,0 +1,154 @@
+"""DeepMind Control tasks as gymnasium envs for the DMC scripts (sac_state, sac_pixels, drq_sac, sac_ae,
+pretrain_autoencoder), as the authors use dmc2gym (spec §1.4, §6 items 3 and 5): dm_control through shimmy, actions in
+[-1, 1], action repeat with summed rewards, time-limit truncation (never a termination), 84x84 RGB frames stacked 3
+deep. Not part of any algorithm: every DMC script sees the same environment, so it is written once."""
+import os
+
+# dm_control picks its GL backend at import time; EGL renders headless (also on CPU through Mesa).
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import warnings  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+import run_utils  # noqa: E402
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # glfw complains about a missing X display although EGL does the rendering
+    import shimmy
+    from dm_control import suite
+
+gym.register_envs(shimmy)
+
+DMC_TASKS = [f"{domain}-{task}" for domain, task in suite.ALL_TASKS]
+# PlaNet-benchmark action repeats (spec §1.4, §6 item 3); any other task gets DEFAULT_ACTION_REPEAT, the
+# Dreamer-benchmark value used there for all 15 tasks.
+ACTION_REPEAT = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "ball_in_cup-catch": 4,
+                 "finger-spin": 2, "walker-walk": 2}
+DEFAULT_ACTION_REPEAT = 2
+
+
+def resolve_env_id(env_id: str) -> tuple[str, str]:
+    """`cartpole-swingup`, `cartpole_swingup` or `dm_control/cartpole-swingup-v0` -> ("cartpole", "swingup")."""
+    name = env_id.removeprefix("dm_control/").removesuffix("-v0")
+    for domain, task in suite.ALL_TASKS:
+        if name in (f"{domain}-{task}", f"{domain}_{task}"):
+            return domain, task
+    run_utils.unknown_choice("dm_control task", env_id, DMC_TASKS)
+
+
+def default_action_repeat(env_id: str) -> int:
+    return ACTION_REPEAT.get("-".join(resolve_env_id(env_id)), DEFAULT_ACTION_REPEAT)
+
+
+class DMCEnv(gym.Env):
+    """One dm_control task as a gymnasium env: actions in [-1, 1] (rescaled to the task's bounds), each repeated
+    `action_repeat` env steps with the rewards summed; the episode is truncated (never terminated) at
+    `episode_length` env steps, the DMC time limit; info["env_steps"] counts the env steps of the last call.
+    Pixels: 84x84 RGB from camera 0 (2 for quadruped), the last `frame_stack` frames stacked along the channels,
+    uint8 (9, 84, 84); reset fills the stack with copies of the first frame. State: the flattened observation.
+    `snapshot`/`restore` carry the env through a checkpoint: the task's random state before the episode's reset and
+    the actions since, replayed on restore (MuJoCo is deterministic, so the state is rebuilt bit for bit)."""
+
+    def __init__(self, env_id: str, seed: int, action_repeat: int, pixels: bool, frame_stack: int = 3,
+                 image_size: int = 84, episode_length: int = 1000):
+        domain, task = resolve_env_id(env_id)
+        self.camera_id = 2 if domain == "quadruped" else 0
+        self.env = gym.make(f"dm_control/{domain}-{task}-v0", render_mode="rgb_array", disable_env_checker=True,
+                            render_kwargs={"height": image_size, "width": image_size, "camera_id": self.camera_id},
+                            task_kwargs={"random": seed})
+        self.seed, self.pixels, self.action_repeat = seed, pixels, action_repeat
+        self.frame_stack, self.image_size, self.episode_length = frame_stack, image_size, episode_length
+        self.fps = 1.0 / (self.env.unwrapped.control_timestep() * action_repeat)
+        inner = self.env.action_space
+        # the agent acts in [-1, 1] like dmc2gym's; quadruped's bounds are wider and are rescaled to
+        self.low, self.high = inner.low.astype(np.float64), inner.high.astype(np.float64)
+        self.rescale = not (np.all(self.low == -1.0) and np.all(self.high == 1.0))
+        self.action_space = gym.spaces.Box(-1.0, 1.0, inner.shape, np.float32, seed=seed)
+        if pixels:
+            shape = (3 * frame_stack, image_size, image_size)
+            self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
+        else:
+            dim = sum(int(np.prod(space.shape)) for space in self.env.observation_space.values())
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+        self.frames: list[np.ndarray] = []
+        self.t = 0
+        self.first_reset = True
+        self.random_at_reset, self.actions = None, []
+
+    def observe(self, state: dict) -> np.ndarray:
+        if not self.pixels:
+            return np.concatenate([np.asarray(v, dtype=np.float32).ravel() for v in state.values()])
+        self.frames = self.frames[1:] + [self.render_frame()]
+        return np.concatenate(self.frames, axis=0)
+
+    def render_frame(self, size: int | None = None) -> np.ndarray:
+        """Camera image (3, size, size) uint8; the agent's 84x84 view by default."""
+        size = size or self.image_size
+        frame = self.env.unwrapped.physics.render(height=size, width=size, camera_id=self.camera_id)
+        return np.ascontiguousarray(frame.transpose(2, 0, 1))
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None and self.first_reset:
+            seed = self.seed
+        self.first_reset = False
+        if seed is not None:
+            self.env.unwrapped.np_random = np.random.RandomState(seed)
+        self.random_at_reset = self.env.unwrapped.np_random.get_state(legacy=False)
+        state, info = self.env.reset()
+        self.t, self.actions = 0, []
+        if self.pixels:
+            self.frames = [self.render_frame()] * self.frame_stack
+            return np.concatenate(self.frames, axis=0), info
+        return self.observe(state), info
+
+    def step(self, action: np.ndarray):
+        self.actions.append(np.array(action))
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        if self.rescale:
+            action = self.low + (action + 1.0) * 0.5 * (self.high - self.low)
+        reward, terminated, truncated, n = 0.0, False, False, 0
+        while n < self.action_repeat and not (terminated or truncated):
+            state, r, terminated, truncated, info = self.env.step(action)
+            reward += r
+            n += 1
+            self.t += 1
+            # dm_control's own limit is 1000 env steps; a shorter --episode-length also truncates
+            truncated = (truncated or self.t >= self.episode_length) and not terminated
+        info["env_steps"] = n
+        return self.observe(state), reward, terminated, truncated, info
+
+    def snapshot(self) -> dict:
+        return run_utils.plain({"first_reset": self.first_reset, "random_at_reset": self.random_at_reset,
+                                "actions": list(self.actions),
+                                "action_space": self.action_space.np_random.bit_generator.state})
+
+    def restore(self, snap: dict) -> np.ndarray | None:
+        """Rebuild the env of `snapshot`; returns the observation of the episode in progress."""
+        self.action_space.np_random.bit_generator.state = run_utils.numpy_state(snap["action_space"])
+        if snap["first_reset"]:
+            return None
+        self.env.unwrapped.np_random.set_state(run_utils.numpy_state(snap["random_at_reset"]))
+        self.first_reset = False
+        obs, _ = self.reset()
+        for action in snap["actions"]:
+            obs = self.step(action.numpy())[0]
+        return obs
+
+    def close(self):
+        self.env.close()
+
+
+def make_env(env_id: str, seed: int, action_repeat: int, pixels: bool, frame_stack: int = 3, image_size: int = 84,
+             episode_length: int = 1000) -> DMCEnv:
+    env = DMCEnv(env_id, seed, action_repeat, pixels, frame_stack, image_size, episode_length)
+    try:
+        env.render_frame()
+    except Exception as exc:  # GL backends fail with many exception types
+        gl = os.environ.get("MUJOCO_GL")
+        raise SystemExit(f"error: dm_control cannot render with MUJOCO_GL={gl} ({type(exc).__name__}: {exc}); "
+                         "install the EGL libraries (apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) or "
+                         "fall back to software rendering: apt-get install libosmesa6 and rerun with "
+                         "MUJOCO_GL=osmesa") from None
+    return env
