@@ -1,9 +1,14 @@
 """DrQ: SAC from pixels with K augmented targets and M augmented losses, on the DeepMind Control suite.
 
-Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021), Algorithm 1. Every constant follows
-spec/ALGORITHMS.md §1 (cited as "spec §x"); `diff sac_pixels.py drq_sac.py` shows exactly what DrQ adds
-to the SAC:pixel baseline. Steps users see (flags, x-axes, final.json) are environment steps = agent steps x action
-repeat, as the paper reports them.
+Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021), Algorithm 1, every constant as in
+spec/ALGORITHMS.md §1 ("spec §x"). SAC whose conv encoder, shared by actor and critic, learns from the critic loss
+only; an update shifts every sampled image by up to 4 pixels (aug), each of K copies of s' and M of s on its own:
+
+    y   = mean_k [r + gamma not_done (min_i Q'_i(s'_k, a_k) - alpha log pi(a_k|s'_k))], s'_k = aug_k(s'), a_k ~ pi(s'_k)
+    L_Q = sum_m sum_i mean_B (Q_i(aug_m(s), a) - y)^2       (the authors' sum over m; --no-sum-over-copies: the mean)
+
+and actor and temperature learn as in SAC, on aug_1(s). `diff sac_pixels.py drq_sac.py` shows exactly what DrQ adds
+to the SAC:pixel baseline. Steps are env steps = agent steps x action repeat, as the paper counts them.
 
     python drq_sac.py --k 2 --m 2 --seed 3                      # the paper's cartpole-swingup run (500k env steps)
     python drq_sac.py --env-id walker-walk --k 1 --m 1          # DrQ [K=1,M=1]
@@ -16,7 +21,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -26,7 +30,6 @@ import tyro
 
 import dmc_envs
 import run_utils
-
 
 
 @dataclass
@@ -42,15 +45,15 @@ class Args(run_utils.RunArgs):
     eval_checkpoint: str | None = None
     """path of a model.pt to load and evaluate (its env id and action repeat); no training happens"""
     checkpoint_interval: int = 10_000
-    """env steps between full-state checkpoints (networks, optimizers, replay, RNG and env state) in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
+    """env steps between full-state checkpoints in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
 
     # Environment (spec §1.4, §6 items 3 and 5)
     env_id: str = "cartpole-swingup"
     """dm_control task: `cartpole-swingup` or `dm_control/cartpole-swingup-v0`"""
     action_repeat: int | None = None
-    """agent actions are repeated this many env steps, rewards summed; default: the PlaNet-benchmark value of the task (cartpole-swingup 8, reacher-easy/cheetah-run/ball_in_cup-catch 4, finger-spin/walker-walk 2), 2 for other tasks (the Dreamer-benchmark value) (spec §1.4)"""
+    """env steps per agent action, rewards summed; default: the task's PlaNet-benchmark value, else 2 (spec §1.4)"""
     episode_length: int = 1000
-    """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5); the DMC limit is 1000, shorten only for smoke tests"""
+    """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5)"""
 
     # Algorithm (spec §1.2, §1.4, §6 items 4 and 7)
     total_timesteps: int = 500_000
@@ -58,9 +61,9 @@ class Args(run_utils.RunArgs):
     buffer_size: int = 100_000
     """replay capacity in transitions (agent steps) (spec §1.4)"""
     batch_size: int = 512
-    """minibatch size: 512 for the paper's main results, 128 in the authors' config and ablations (spec §1.4)"""
+    """minibatch size: 512 in the paper's main results, 128 in the authors' config and ablations (spec §1.4)"""
     learning_starts: int | None = None
-    """env steps of uniform random actions before the first update; default: 1000 agent steps x action repeat (spec §1.4 num_seed_steps)"""
+    """env steps of uniform random actions before the first update; default: 1000 agent steps (spec §1.4)"""
     gamma: float = 0.99
     """discount factor"""
     tau: float = 0.01
@@ -82,7 +85,7 @@ class Args(run_utils.RunArgs):
     feature_dim: int = 50
     """encoder output size (spec §1.1)"""
     encoder_path: str | None = None
-    """encoder.pt of pretrain_autoencoder.py: frames (shifted in drq_sac.py, raw in sac_pixels.py) go through this frozen encoder and the latents of the last --latent-stack steps are concatenated, the reproduction report's "DrQ on SAC+AE" and its no-augmentation control; default: the paper's end-to-end encoder"""
+    """encoder.pt of pretrain_autoencoder.py to use, frozen, on the last --latent-stack steps (report §2; README)"""
     latent_stack: int = 8
     """with --encoder-path: the features are the latents of the last N agent steps (report §2)"""
     k: int = 2
@@ -90,7 +93,7 @@ class Args(run_utils.RunArgs):
     m: int = 2
     """DrQ M: augmented current states in the critic loss (spec §1.2)"""
     sum_over_copies: bool = True
-    """sum the critic loss over the M copies as the authors' drq.py does (the code behind the published numbers); --no-sum-over-copies averages them (the paper's 1/(NM)); the two differ by the constant factor M, which Adam almost cancels (spec §1.2)"""
+    """sum the critic loss over the M copies (the authors' drq.py); --no-sum-over-copies: their mean (spec §1.2)"""
 
     # Evaluation (spec §1.4)
     eval_frequency: int = 10_000
@@ -98,30 +101,15 @@ class Args(run_utils.RunArgs):
     eval_episodes: int = 10
     """episodes per evaluation, deterministic action tanh(mu)"""
 
-    # Speed: the same arithmetic, up to float rounding
+    # Speed: the same arithmetic, up to float rounding (README, "Speed")
     channels_last: bool = True
-    """run the convolutions in torch.channels_last memory layout (this project's CPU, one thread, drq_sac K=2,M=2: 4% less CPU time per update at batch 128, 5% at 512; not measured on CUDA)"""
+    """run the convolutions in torch.channels_last memory layout (4-5% less CPU time per update)"""
     compile: bool = False
-    """torch.compile actor, critic and target critic in place (on CPU it needs a C++ compiler); off by default: on this project's CPU the first updates took 2 minutes to compile and then saved nothing (drq_sac K=2,M=2, batch 128: 1029 against 1033 ms CPU per update)"""
+    """torch.compile actor, critic and target critic in place (needs a C++ compiler on CPU; no gain measured)"""
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Augmentation (spec §1.3)
-
-
-def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """DrQ's random shift (spec §1.3): replicate-pad by `pad`, then crop back to the input size at a random
-    offset, i.e. an integer translation in [-pad, pad] per sample and axis, shared by all channels (the stacked
-    frames) of a sample. Replicate padding equals clamping the source index, so one gather does it exactly on
-    any dtype, with no padded copy. `shift` (n, 2) of (dy, dx) overrides the random draw (tests)."""
-    n, c, h, w = x.shape
-    if shift is None:
-        shift = torch.randint(-pad, pad + 1, (n, 2), device=x.device)
-    rows = (torch.arange(h, device=x.device) + shift[:, :1]).clamp(0, h - 1)
-    cols = (torch.arange(w, device=x.device) + shift[:, 1:]).clamp(0, w - 1)
-    # one gather over the flattened image: a quarter of the time of a row gather then a column gather
-    idx = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
-    return x.reshape(n, c, h * w).gather(2, idx).view(n, c, h, w)
+# Networks (spec §1.1)
 
 
 def weight_init(m: nn.Module) -> None:
@@ -167,40 +155,6 @@ class Encoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_conv):
             h = self.forward_conv(obs)
         return self.head(h)
-
-
-def pretrained_frames_per_input(path: str) -> int:
-    """Frames per input of pretrain_autoencoder.py's encoder.pt, checked early: a bad file is a one-line error."""
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["frames_per_input"])
-    except Exception as exc:  # a missing or wrong file fails in many ways
-        raise SystemExit(f"error: --encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
-                         f"({type(exc).__name__}: {exc})") from None
-
-
-class PretrainedEncoder(nn.Module):
-    """The report's "DrQ on SAC+AE" (§2, §4): pretrain_autoencoder.py's frozen encoder (this file's Encoder class,
-    so its weights load bit-for-bit) applied to each of the last `latent_stack` steps, the latents concatenated.
-    The observation holds the last latent_stack + frames_per_input - 1 frames, so one shift moves them all. No
-    gradient reaches its weights; Actor and Critic re-initialise what they hold, so call load_pretrained after."""
-
-    def __init__(self, path: str, latent_stack: int, channels_last: bool = False):
-        super().__init__()
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        self.k, self.n, self.pretrained = ckpt["frames_per_input"], latent_stack, ckpt["encoder"]
-        self.encoder = Encoder((3 * self.k, 84, 84), ckpt["feature_dim"], channels_last=channels_last)
-        self.feature_dim = latent_stack * self.encoder.feature_dim
-        self.load_pretrained()
-
-    def load_pretrained(self) -> None:
-        self.encoder.load_state_dict(self.pretrained)
-        self.encoder.requires_grad_(False)
-
-    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
-        b, _, h, w = obs.shape
-        channels = torch.arange(3 * self.k, device=obs.device) + 3 * torch.arange(self.n, device=obs.device)[:, None]
-        with torch.no_grad():  # step j's input: frames j .. j + k - 1, batched as B * N inputs
-            return self.encoder(obs[:, channels.flatten()].reshape(b * self.n, 3 * self.k, h, w)).reshape(b, -1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,44 +210,23 @@ class Critic(nn.Module):
         return self.q1(h), self.q2(h)
 
 
-@dataclass
-class Agent:
-    actor: Actor
-    critic: Critic
-    critic_target: Critic
-    log_alpha: torch.Tensor
-    actor_optimizer: torch.optim.Optimizer
-    critic_optimizer: torch.optim.Optimizer
-    alpha_optimizer: torch.optim.Optimizer
-    target_entropy: float
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation (spec §1.3)
 
 
-def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device, hidden_dim: int = 1024,
-               feature_dim: int = FEATURE_DIM, policy_lr: float = 1e-3, q_lr: float = 1e-3, alpha_lr: float = 1e-3,
-               init_temperature: float = 0.1, encoder_path: str | None = None, latent_stack: int = 8,
-               channels_last: bool = True, compile_networks: bool = False) -> Agent:
-    if encoder_path:  # the report's (DrQ on) SAC+AE: one frozen pretrained encoder under actor and critic
-        encoder = PretrainedEncoder(encoder_path, latent_stack, channels_last)
-        actor = Actor(encoder, action_dim, hidden_dim).to(device)
-        critic = Critic(encoder, action_dim, hidden_dim).to(device)
-        encoder.load_pretrained()
-    else:
-        actor = Actor(Encoder(obs_shape, feature_dim, channels_last=channels_last), action_dim, hidden_dim).to(device)
-        critic = Critic(Encoder(obs_shape, feature_dim, channels_last=channels_last), action_dim, hidden_dim).to(device)
-        # Tie after init (spec §1.1): the actor's convs become the critic's Parameters, the heads stay separate.
-        actor.encoder.convs = critic.encoder.convs
-    critic_target = copy.deepcopy(critic).requires_grad_(False)
-    if compile_networks:  # in place, after the copy: parameter names, and so checkpoints, stay those of eager mode
-        for net in (actor, critic, critic_target):
-            net.compile()
-    log_alpha = torch.tensor(math.log(init_temperature), device=device, requires_grad=True)
-    # The convs learn from the critic loss only, so the actor's optimizer does not hold them.
-    actor_params = [p for name, p in actor.named_parameters() if not name.startswith("encoder.convs.")]
-    return Agent(actor, critic, critic_target, log_alpha,
-                 torch.optim.Adam(actor_params, lr=policy_lr),
-                 torch.optim.Adam(critic.parameters(), lr=q_lr),
-                 torch.optim.Adam([log_alpha], lr=alpha_lr),
-                 target_entropy=-float(action_dim))
+def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """DrQ's random shift (spec §1.3): replicate-pad by `pad`, then crop back to the input size at a random
+    offset, i.e. an integer translation in [-pad, pad] per sample and axis, shared by all channels (the stacked
+    frames) of a sample. Replicate padding equals clamping the source index, so one gather does it exactly on
+    any dtype, with no padded copy. `shift` (n, 2) of (dy, dx) overrides the random draw (tests)."""
+    n, c, h, w = x.shape
+    if shift is None:
+        shift = torch.randint(-pad, pad + 1, (n, 2), device=x.device)
+    rows = (torch.arange(h, device=x.device) + shift[:, :1]).clamp(0, h - 1)
+    cols = (torch.arange(w, device=x.device) + shift[:, 1:]).clamp(0, w - 1)
+    # one gather over the flattened image: a quarter of the time of a row gather then a column gather
+    idx = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return x.reshape(n, c, h * w).gather(2, idx).view(n, c, h, w)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -301,17 +234,14 @@ def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device
 
 
 class ReplayBuffer:
-    """Transitions of frame-stacked pixel observations with each RGB frame stored once (100k transitions take
-    ~2.1 GB instead of 12.7 GB for stacked obs and next obs). Transition i keeps the slots of its frame_stack + 1
-    frames (oldest first): obs = frames 0..S-1, next obs = frames 1..S, assembled at sample time by one gather.
-    An episode's first frame is stored once and referenced frame_stack times (the env's reset copies it). The
-    frame ring holds `capacity` frames plus one per episode of `episode_len` agent steps; a transition whose
-    oldest frame was overwritten (only with shorter episodes) is never sampled."""
+    """Transitions of stacks of S frames, each RGB frame stored once (100k transitions: ~2.1 GB, not 12.7 GB; an
+    episode's first frame once, not S times). Transition i keeps the ring slots of its S + 1 frames, oldest first:
+    obs = frames 0..S-1, next obs = frames 1..S, gathered at sample time. The ring holds `capacity` frames plus one
+    per episode of `episode_len` agent steps; a transition whose oldest frame is overwritten is never sampled."""
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_dim: int, device: torch.device,
                  episode_len: int = 1):
-        self.capacity, self.device = capacity, device
-        self.stack = obs_shape[0] // 3
+        self.capacity, self.device, self.stack = capacity, device, obs_shape[0] // 3
         self.num_frames = capacity + math.ceil(capacity / max(episode_len, 1)) + self.stack + 1
         self.frames = torch.empty((self.num_frames, 3, *obs_shape[1:]), dtype=torch.uint8, device=device)
         self.frame_idx = torch.zeros((capacity, self.stack + 1), dtype=torch.long, device=device)
@@ -319,9 +249,8 @@ class ReplayBuffer:
         self.rewards = torch.zeros((capacity, 1), dtype=torch.float32, device=device)
         self.not_dones = torch.zeros((capacity, 1), dtype=torch.float32, device=device)
         self.oldest_frame = np.zeros(capacity, dtype=np.int64)  # global frame number of each transition's frame 0
-        self.frames_written = 0  # global frame counter
-        self.added = 0  # global transition counter
-        self.start = 0  # global number of the oldest sampleable transition
+        # global counters: frames written, transitions added, the oldest sampleable transition
+        self.frames_written = self.added = self.start = 0
         self.current: list[int] | None = None  # global frame numbers of the current obs stack
 
     def write_frame(self, frame: np.ndarray) -> int:
@@ -331,17 +260,14 @@ class ReplayBuffer:
 
     def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, not_done: float,
             done: bool) -> None:
-        """not_done: 0 only on a true termination (the bootstrap mask); done: the episode ended (terminated or
-        truncated), so the next add starts a new episode."""
+        """not_done: 0 only on a termination (the bootstrap mask); done: the episode ended (the next add starts one)."""
         if self.current is None:
             self.current = [self.write_frame(obs[-3:])] * self.stack
         frames = self.current + [self.write_frame(next_obs[-3:])]
         i = self.added % self.capacity
         self.frame_idx[i] = torch.as_tensor(frames, device=self.device) % self.num_frames
         self.actions[i] = torch.as_tensor(action, device=self.device)
-        self.rewards[i] = float(reward)
-        self.not_dones[i] = float(not_done)
-        self.oldest_frame[i] = frames[0]
+        self.rewards[i], self.not_dones[i], self.oldest_frame[i] = float(reward), float(not_done), frames[0]
         self.added += 1
         self.current = None if done else frames[1:]
         alive = self.frames_written - self.num_frames  # frames numbered below this are overwritten
@@ -356,73 +282,43 @@ class ReplayBuffer:
         """obs, action, reward, next_obs, not_done of buffer slots `idx`, obs stacks (n, 3*S, H, W) uint8."""
         frames = self.frames[self.frame_idx[idx]]  # (n, S+1, 3, H, W)
         n, h, w = len(idx), frames.shape[-2], frames.shape[-1]
-        obs = frames[:, :-1].reshape(n, -1, h, w)
-        next_obs = frames[:, 1:].reshape(n, -1, h, w)
+        obs, next_obs = frames[:, :-1].reshape(n, -1, h, w), frames[:, 1:].reshape(n, -1, h, w)
         return obs, self.actions[idx], self.rewards[idx], next_obs, self.not_dones[idx]
 
     def sample(self, batch_size: int):
         # uniform with replacement over the sampleable transitions, as the authors' replay_buffer.sample
-        idx = (self.start + torch.randint(0, len(self), (batch_size,), device=self.device)) % self.capacity
-        return self.get(idx)
-
-    def state_dict(self) -> dict:
-        """What a checkpoint needs: the written part of each array (uint8 frames as stored) and the counters."""
-        n, f = min(self.added, self.capacity), min(self.frames_written, self.num_frames)
-        return {"frames": self.frames[:f], "frame_idx": self.frame_idx[:n], "actions": self.actions[:n],
-                "rewards": self.rewards[:n], "not_dones": self.not_dones[:n],
-                "oldest_frame": torch.from_numpy(self.oldest_frame[:n].copy()), "frames_written": self.frames_written,
-                "added": self.added, "start": self.start, "current": self.current}
-
-    def load_state_dict(self, state: dict) -> None:
-        n, f = len(state["actions"]), len(state["frames"])
-        for name in ["frames", "frame_idx", "actions", "rewards", "not_dones"]:
-            getattr(self, name)[: n if name != "frames" else f] = state[name]
-        self.oldest_frame[:n] = state["oldest_frame"].numpy()
-        self.frames_written, self.added, self.start, self.current = (state["frames_written"], state["added"],
-                                                                      state["start"], state["current"])
+        return self.get((self.start + torch.randint(0, len(self), (batch_size,), device=self.device)) % self.capacity)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The DrQ update (spec §1.2, Algorithm 1)
 
 
-def td_target(actor: Actor, critic_target: Critic, alpha: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor,
-              not_done: torch.Tensor, gamma: float, k: int, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """The DrQ target: next_obs holds K augmented copies of the B next states, stacked along the batch (K*B), run
-    through actor and target critic as one batch; each copy has its own sampled next action and log-prob, and
-    the K targets are averaged (spec §1.2). `noise` (K*B, |A|) fixes the action samples (tests)."""
-    with torch.no_grad():
-        mu, log_std = actor(next_obs)
+def update_critic(agent: "Agent", obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                  next_obs: torch.Tensor, not_done: torch.Tensor, gamma: float, k: int, m: int,
+                  sum_over_copies: bool = True, noise: torch.Tensor | None = None) -> dict:
+    """The critic step of spec §1.2 on M augmented copies of the B states (obs, M*B rows) and K of the B next states
+    (next_obs, K*B rows), each run through the networks as one batch. `noise` (K*B, |A|) fixes the next-action
+    samples (tests)."""
+    with torch.no_grad():  # the target: a next action per copy of s', the K targets averaged
+        mu, log_std = agent.actor(next_obs)
         next_action, log_prob = sample_action(mu, log_std, noise)
-        target_q1, target_q2 = critic_target(next_obs, next_action)
-        target_v = torch.min(target_q1, target_q2) - alpha.detach() * log_prob
-        return (reward.repeat(k, 1) + not_done.repeat(k, 1) * gamma * target_v).view(k, -1, 1).mean(0)
-
-
-def critic_loss(critic: Critic, obs: torch.Tensor, action: torch.Tensor, target: torch.Tensor, m: int,
-                sum_over_copies: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """MSE of both Q heads on M augmented copies of the B states (M*B, one batch) against the one target, summed
-    over the M copies as the authors' drq.py does; averaged over all M*B rows without `sum_over_copies` (the paper)."""
-    q1, q2 = critic(obs, action.repeat(m, 1))
+        target_q1, target_q2 = agent.critic_target(next_obs, next_action)
+        target_v = torch.min(target_q1, target_q2) - agent.log_alpha.exp() * log_prob
+        target = (reward.repeat(k, 1) + not_done.repeat(k, 1) * gamma * target_v).view(k, -1, 1).mean(0)
+    q1, q2 = agent.critic(obs, action.repeat(m, 1))  # both Q heads on each copy of s, against the one target
     target = target.repeat(m, 1)
-    loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-    return (loss * m if sum_over_copies else loss), q1
-
-
-def update_critic(agent: Agent, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
-                  not_done: torch.Tensor, gamma: float, k: int, m: int, sum_over_copies: bool = True,
-                  noise: torch.Tensor | None = None) -> dict:
-    target = td_target(agent.actor, agent.critic_target, agent.log_alpha.exp(), next_obs, reward, not_done, gamma, k,
-                       noise)
-    loss, q1 = critic_loss(agent.critic, obs, action, target, m, sum_over_copies)
+    loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)  # the mean over the M*B rows
+    if sum_over_copies:  # the authors' drq.py sums the M copies' losses
+        loss = loss * m
     agent.critic_optimizer.zero_grad(set_to_none=True)
     loss.backward()
     agent.critic_optimizer.step()
     return {"losses/critic_loss": loss.detach(), "losses/q": q1.detach().mean()}
 
 
-def update_actor_and_alpha(agent: Agent, obs: torch.Tensor) -> dict:
-    """Actor and temperature losses on the (first augmented copy of the) states; actor and critic run on detached
+def update_actor_and_alpha(agent: "Agent", obs: torch.Tensor) -> dict:
+    """Actor and temperature losses on the states; actor and critic run on detached
     conv features, so only the actor's own head and MLP learn here (spec §1.1, §1.2)."""
     mu, log_std = agent.actor(obs, detach_conv=True)
     action, log_prob = sample_action(mu, log_std)
@@ -446,12 +342,12 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
-def update(agent: Agent, rb: ReplayBuffer, step: int, batch_size: int, gamma: float = 0.99, tau: float = 0.01,
+def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: float = 0.99, tau: float = 0.01,
            policy_frequency: int = 2, target_network_frequency: int = 2, k: int = 2, m: int = 2,
-           augment: Callable[[torch.Tensor], torch.Tensor] | None = random_shift, sum_over_copies: bool = True) -> dict:
-    """One DrQ step at agent step `step` (spec §1.2): every tensor is augmented, each copy independently: K copies
-    of the next states for the target, M copies of the states for the critic loss, the first of which the actor
-    and temperature use. `augment=None` switches augmentation off (tests). Returns tensors (no host sync)."""
+           augment=random_shift, sum_over_copies: bool = True) -> dict:
+    """One DrQ step at agent step `step` (spec §1.2): K copies of the next states and M of the states, each
+    augmented on its own (`augment=None`: not at all, tests); the actor and temperature learn on the first copy of
+    the states. Returns tensors (no host sync)."""
     obs, action, reward, next_obs, not_done = rb.sample(batch_size)
     obs, next_obs = obs.repeat(m, 1, 1, 1), next_obs.repeat(k, 1, 1, 1)
     if augment is not None:
@@ -464,15 +360,8 @@ def update(agent: Agent, rb: ReplayBuffer, step: int, batch_size: int, gamma: fl
     return metrics
 
 
-@torch.no_grad()
-def measure_invariance(critic: Critic, obs: torch.Tensor, action: torch.Tensor, pad: int = 4) -> dict:
-    """Question 2 of the report: mean squared difference of the critic's Q predictions (both heads) for the same
-    (state, action) batch under two independent random shifts, and under one shift versus none."""
-    q_a = torch.cat(critic(random_shift(obs, pad), action), dim=1)
-    q_b = torch.cat(critic(random_shift(obs, pad), action), dim=1)
-    q_0 = torch.cat(critic(obs, action), dim=1)
-    return {"invariance/q_mse_two_shifts": F.mse_loss(q_a, q_b).item(),
-            "invariance/q_mse_shift_vs_none": F.mse_loss(q_a, q_0).item()}
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation (spec §1.4), and the critic's invariance to shifts (report question 2)
 
 
 @torch.no_grad()
@@ -508,55 +397,105 @@ def evaluate(actor: Actor, env: dmc_envs.DMCEnv, episodes: int, device: torch.de
     return returns
 
 
-def agent_state(agent: Agent) -> dict:
-    return {"actor": agent.actor.state_dict(), "critic": agent.critic.state_dict(),
-            "critic_target": agent.critic_target.state_dict(), "log_alpha": agent.log_alpha.detach().clone(),
-            "actor_optimizer": agent.actor_optimizer.state_dict(),
-            "critic_optimizer": agent.critic_optimizer.state_dict(),
-            "alpha_optimizer": agent.alpha_optimizer.state_dict()}
+@torch.no_grad()
+def measure_invariance(critic: Critic, obs: torch.Tensor, action: torch.Tensor, pad: int = 4) -> dict:
+    """Mean squared difference of the critic's Q predictions (both heads) for the same (state, action) batch under
+    two independent random shifts, and under one shift versus none."""
+    q_a = torch.cat(critic(random_shift(obs, pad), action), dim=1)
+    q_b = torch.cat(critic(random_shift(obs, pad), action), dim=1)
+    q_0 = torch.cat(critic(obs, action), dim=1)
+    return {"invariance/q_mse_two_shifts": F.mse_loss(q_a, q_b).item(),
+            "invariance/q_mse_shift_vs_none": F.mse_loss(q_a, q_0).item()}
 
 
-def load_agent_state(agent: Agent, state: dict) -> None:
-    agent.critic.load_state_dict(state["critic"])
-    agent.actor.load_state_dict(state["actor"])  # the tied convs load twice, with the same values
-    agent.critic_target.load_state_dict(state["critic_target"])
-    with torch.no_grad():
-        agent.log_alpha.copy_(state["log_alpha"])
-    for name in ["actor_optimizer", "critic_optimizer", "alpha_optimizer"]:
-        getattr(agent, name).load_state_dict(state[name])
+# ---------------------------------------------------------------------------------------------------------------
+# The agent: networks and optimizers (spec §1.1, §1.4); --encoder-path's frozen pretrained encoder (report §2)
+
+
+@dataclass
+class Agent:
+    """What the update trains: actor, critic (the actor's convs are the critic's), target critic, temperature."""
+    actor: Actor
+    critic: Critic
+    critic_target: Critic
+    log_alpha: torch.Tensor
+    actor_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer
+    alpha_optimizer: torch.optim.Optimizer
+    target_entropy: float
+
+
+def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device, hidden_dim: int = 1024,
+               feature_dim: int = FEATURE_DIM, policy_lr: float = 1e-3, q_lr: float = 1e-3, alpha_lr: float = 1e-3,
+               init_temperature: float = 0.1, encoder_path: str | None = None, latent_stack: int = 8,
+               channels_last: bool = True, compile_networks: bool = False) -> Agent:
+    if encoder_path:  # the report's (DrQ on) SAC+AE: one frozen pretrained encoder under actor and critic
+        encoder = PretrainedEncoder(encoder_path, latent_stack, channels_last)
+        actor = Actor(encoder, action_dim, hidden_dim).to(device)
+        critic = Critic(encoder, action_dim, hidden_dim).to(device)
+        encoder.encoder.load_state_dict(encoder.pretrained)  # after Actor and Critic, which initialise what they hold
+        encoder.requires_grad_(False)
+    else:
+        actor = Actor(Encoder(obs_shape, feature_dim, channels_last=channels_last), action_dim, hidden_dim).to(device)
+        critic = Critic(Encoder(obs_shape, feature_dim, channels_last=channels_last), action_dim, hidden_dim).to(device)
+        # Tie after init (spec §1.1): the actor's convs become the critic's Parameters, the heads stay separate.
+        actor.encoder.convs = critic.encoder.convs
+    critic_target = copy.deepcopy(critic).requires_grad_(False)
+    if compile_networks:  # in place, after the copy: parameter names, and so checkpoints, stay those of eager mode
+        for net in (actor, critic, critic_target):
+            net.compile()
+    log_alpha = torch.tensor(math.log(init_temperature), device=device, requires_grad=True)
+    # The convs learn from the critic loss only, so the actor's optimizer does not hold them.
+    actor_params = [p for name, p in actor.named_parameters() if not name.startswith("encoder.convs.")]
+    return Agent(actor, critic, critic_target, log_alpha, torch.optim.Adam(actor_params, lr=policy_lr),
+                 torch.optim.Adam(critic.parameters(), lr=q_lr), torch.optim.Adam([log_alpha], lr=alpha_lr),
+                 target_entropy=-float(action_dim))
+
+
+class PretrainedEncoder(nn.Module):
+    """--encoder-path, the report's "DrQ on SAC+AE" (§2, §4): pretrain_autoencoder.py's Encoder (`pretrained`, loaded
+    and frozen by make_agent) on each of the last `latent_stack` steps (step j: frames j .. j + F - 1), the latents
+    concatenated; one shift moves all frames."""
+
+    def __init__(self, path: str, latent_stack: int, channels_last: bool = False):
+        super().__init__()
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        self.k, self.n, self.pretrained = ckpt["frames_per_input"], latent_stack, ckpt["encoder"]
+        self.encoder = Encoder((3 * self.k, 84, 84), ckpt["feature_dim"], channels_last=channels_last)
+        self.feature_dim = latent_stack * self.encoder.feature_dim
+
+    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
+        b, _, h, w = obs.shape
+        channels = torch.arange(3 * self.k, device=obs.device) + 3 * torch.arange(self.n, device=obs.device)[:, None]
+        with torch.no_grad():  # the N steps' inputs batched as B * N
+            return self.encoder(obs[:, channels.flatten()].reshape(b * self.n, 3 * self.k, h, w)).reshape(b, -1)
+
+
+def pretrained_frames_per_input(path: str) -> int:
+    """Frames per input of pretrain_autoencoder.py's encoder.pt, checked early: a bad file is a one-line error."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["frames_per_input"])
+    except Exception as exc:  # a missing or wrong file fails in many ways
+        raise SystemExit(f"error: --encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5), 84x84 RGB frames
+
+
+def frames_per_observation(encoder_path: str | None, latent_stack: int) -> int:
+    """3 stacked frames (spec §1.4); with --encoder-path the frames of the last --latent-stack encoder inputs."""
+    return 3 if encoder_path is None else latent_stack + pretrained_frames_per_input(encoder_path) - 1
+
+
+def make_env(env_name: str, seed: int, action_repeat: int, frame_stack: int, episode_length: int) -> dmc_envs.DMCEnv:
+    return dmc_envs.make_env(env_name, seed, action_repeat, pixels=True, frame_stack=frame_stack,
+                             episode_length=episode_length)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The training loop (spec §1.2)
-
-SCRIPT = Path(__file__).stem
-
-
-def validate(args: Args, argv: list[str]) -> dict:
-    """One-line errors for bad input, before anything is written; returns the resolved settings."""
-    run_utils.positive(total_timesteps=args.total_timesteps, batch_size=args.batch_size, buffer_size=args.buffer_size,
-                       eval_episodes=args.eval_episodes, eval_frequency=args.eval_frequency, k=args.k, m=args.m,
-                       episode_length=args.episode_length, latent_stack=args.latent_stack,
-                       checkpoint_interval=args.checkpoint_interval)
-    env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
-    if args.action_repeat is not None:
-        run_utils.positive(action_repeat=args.action_repeat)
-    action_repeat = args.action_repeat or dmc_envs.default_action_repeat(env_name)
-    learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
-    run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
-                      f"in [0, --total-timesteps {args.total_timesteps})")
-    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
-    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
-                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
-                      f"{learning_starts} env steps at action repeat {action_repeat}, --buffer-size {args.buffer_size})")
-    frame_stack = 3  # with --encoder-path: the frames of the last latent_stack inputs
-    if args.encoder_path is not None:
-        frame_stack = args.latent_stack + pretrained_frames_per_input(args.encoder_path) - 1
-    run_utils.check_runs_dir(args.runs_dir)
-    run_utils.check_tracking(args.track, args.wandb_mode)
-    device = run_utils.get_device(args.cuda, "--cuda" in argv)
-    return {"env_name": env_name, "action_repeat": action_repeat, "learning_starts": learning_starts,
-            "frame_stack": frame_stack, "device": device}
 
 
 def main(args: Args, argv: list[str] = ()):
@@ -564,27 +503,19 @@ def main(args: Args, argv: list[str] = ()):
     t_start = time.time()
     if args.eval_checkpoint:
         return evaluate_checkpoint(args, argv)
-    ckpt = None
-    if args.resume:
-        ckpt = run_utils.load_checkpoint(Path(args.resume) / run_utils.CHECKPOINT, SCRIPT)
-        args = run_utils.resume_args(args, ckpt, argv, vars(Args()))
-    cfg = validate(args, argv)
-    env_name, action_repeat, learning_starts, device = (cfg["env_name"], cfg["action_repeat"],
-                                                        cfg["learning_starts"], cfg["device"])
+    ckpt = run_utils.resume(args, argv, SCRIPT, vars(Args()))
+    env_name, action_repeat, learning_starts, frame_stack, device = validate(args, argv)
     run_utils.seed_everything(args.seed, args.torch_deterministic)
-    run_name = ckpt["run_name"] if ckpt else f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = Path(args.resume) if ckpt else Path(args.runs_dir) / run_name
+    run_name, run_dir = run_utils.run_location(args, env_name, ckpt)
     run_utils.announce(SCRIPT, env_name, device, run_dir,
                        f"{args.total_timesteps} env steps (action repeat {action_repeat}), learning from step "
                        f"{learning_starts}, {args.eval_episodes}-episode evaluations every {args.eval_frequency} "
                        f"steps" + (f", resuming at step {ckpt['loop']['global_step']}" if ckpt else ""))
     if args.action_repeat is None and env_name not in dmc_envs.ACTION_REPEAT:
-        print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using {dmc_envs.DEFAULT_ACTION_REPEAT}, "
-              "the Dreamer-benchmark value (spec §1.4)", flush=True)
-    env = dmc_envs.make_env(env_name, args.seed, action_repeat, pixels=True, frame_stack=cfg["frame_stack"],
-                   episode_length=args.episode_length)
-    eval_env = dmc_envs.make_env(env_name, args.seed + 10_000, action_repeat, pixels=True, frame_stack=cfg["frame_stack"],
-                        episode_length=args.episode_length)
+        print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using "
+              f"{dmc_envs.DEFAULT_ACTION_REPEAT}, the Dreamer-benchmark value (spec §1.4)", flush=True)
+    env = make_env(env_name, args.seed, action_repeat, frame_stack, args.episode_length)
+    eval_env = make_env(env_name, args.seed + 10_000, action_repeat, frame_stack, args.episode_length)
     obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
     agent = make_agent(obs_shape, action_dim, device, args.hidden_dim, args.feature_dim, args.policy_lr, args.q_lr,
                        args.alpha_lr, args.init_temperature, args.encoder_path, args.latent_stack, args.channels_last,
@@ -615,7 +546,7 @@ def main(args: Args, argv: list[str] = ()):
             "elapsed": 0.0}
     if ckpt:
         load_agent_state(agent, ckpt["agent"])
-        rb.load_state_dict(ckpt["replay"])
+        load_replay_state(rb, ckpt["replay"])
         obs = env.restore(ckpt["env"])
         eval_env.restore(ckpt["eval_env"])
         loop = ckpt["loop"]
@@ -628,18 +559,14 @@ def main(args: Args, argv: list[str] = ()):
     def checkpoint() -> Path:
         path = run_dir / run_utils.CHECKPOINT
         run_utils.save_checkpoint(path, SCRIPT, {
-            "args": vars(args), "run_name": run_name, "agent": agent_state(agent), "replay": rb.state_dict(),
+            "args": vars(args), "run_name": run_name, "agent": agent_state(agent), "replay": replay_state(rb),
             "env": env.snapshot(), "eval_env": eval_env.snapshot(), "rng": run_utils.rng_state(),
             "loop": {**loop, "elapsed": time.time() - t_start}, "logger": logger.position()})
         return path
 
     while loop["global_step"] < args.total_timesteps:
         global_step = loop["global_step"]
-        if interrupts.requested or global_step >= loop["next_checkpoint"]:
-            path = checkpoint()
-            if interrupts.requested:
-                interrupts.exit(global_step, path, run_utils.resume_command(run_dir))
-            loop["next_checkpoint"] += args.checkpoint_interval
+        run_utils.checkpoint_when_due(global_step, loop, args.checkpoint_interval, interrupts, checkpoint, run_dir)
         if global_step >= loop["next_eval"]:
             loop["returns"], loop["last_eval_step"] = run_evaluation(global_step), global_step
             loop["next_eval"] = (global_step // args.eval_frequency + 1) * args.eval_frequency
@@ -648,7 +575,6 @@ def main(args: Args, argv: list[str] = ()):
             action = env.action_space.sample()
         else:
             action = act(agent.actor, obs, device, sample=True)
-        if global_step >= learning_starts:
             loop["metrics"] |= update(agent, rb, loop["step"], args.batch_size, args.gamma, args.tau,
                                       args.policy_frequency, args.target_network_frequency, args.k, args.m,
                                       random_shift, args.sum_over_copies)
@@ -678,10 +604,8 @@ def main(args: Args, argv: list[str] = ()):
     if args.save_model:
         run_utils.save_checkpoint(logger.dir / "model.pt", SCRIPT, {"args": vars(args), "run_name": run_name,
                                                                     **record, "agent": agent_state(agent)})
-    final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "k": args.k, "m": args.m,
-             "action_repeat": action_repeat, "total_timesteps": global_step, "eval_episodes": args.eval_episodes,
-             "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "returns": returns,
-             "wall_time_s": time.time() - t_start, "run_name": run_name}
+    final = run_utils.final_record(args, env_name, returns, t_start, run_name, k=args.k, m=args.m,
+                                   action_repeat=action_repeat, total_timesteps=global_step)
     logger.finish(final)
     (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
     env.close()
@@ -690,40 +614,88 @@ def main(args: Args, argv: list[str] = ()):
     return final, agent, rb
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Run bookkeeping: validation, --eval-checkpoint, checkpoint state, the command line
+
+SCRIPT = Path(__file__).stem
+
+
+def validate(args: Args, argv: list[str]) -> tuple[str, int, int, int, torch.device]:
+    """One-line errors for bad input, before anything is written; returns the resolved settings: task name, action
+    repeat, learning start, frames per observation, device."""
+    run_utils.positive(total_timesteps=args.total_timesteps, batch_size=args.batch_size, buffer_size=args.buffer_size,
+                       eval_episodes=args.eval_episodes, eval_frequency=args.eval_frequency, k=args.k, m=args.m,
+                       episode_length=args.episode_length, latent_stack=args.latent_stack,
+                       checkpoint_interval=args.checkpoint_interval)
+    env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
+    if args.action_repeat is not None:
+        run_utils.positive(action_repeat=args.action_repeat)
+    action_repeat = args.action_repeat or dmc_envs.default_action_repeat(env_name)
+    learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
+    run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
+                      f"in [0, --total-timesteps {args.total_timesteps})")
+    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
+    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
+                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
+                      f"{learning_starts} env steps at action repeat {action_repeat}, "
+                      f"--buffer-size {args.buffer_size})")
+    frame_stack = frames_per_observation(args.encoder_path, args.latent_stack)
+    return env_name, action_repeat, learning_starts, frame_stack, run_utils.check_run_flags(args, argv)
+
+
 def evaluate_checkpoint(args: Args, argv: list[str]):
-    """--eval-checkpoint: rebuild the agent of a model.pt or checkpoint.pt (its env, action repeat and sizes) and
-    evaluate it; nothing is trained."""
+    """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and sizes; nothing
+    is trained."""
     t_start = time.time()
     run_utils.positive(eval_episodes=args.eval_episodes)
     ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
-    saved = ckpt["args"]
-    run_utils.check_runs_dir(args.runs_dir)
-    run_utils.check_tracking(args.track, args.wandb_mode)
-    device = run_utils.get_device(args.cuda, "--cuda" in argv)
-    encoder_path, latent_stack = saved["encoder_path"], saved["latent_stack"]
-    frame_stack = 3 if encoder_path is None else latent_stack + pretrained_frames_per_input(encoder_path) - 1
+    saved, device = ckpt["args"], run_utils.check_run_flags(args, argv)
+    frame_stack = frames_per_observation(saved["encoder_path"], saved["latent_stack"])
     action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
     env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
-    env = dmc_envs.make_env(env_name, saved["seed"] + 10_000, action_repeat, pixels=True, frame_stack=frame_stack,
-                   episode_length=saved["episode_length"])
+    env = make_env(env_name, saved["seed"] + 10_000, action_repeat, frame_stack, saved["episode_length"])
     agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"],
-                       saved["feature_dim"], encoder_path=encoder_path, latent_stack=latent_stack,
+                       saved["feature_dim"], encoder_path=saved["encoder_path"], latent_stack=saved["latent_stack"],
                        channels_last=args.channels_last, compile_networks=args.compile)
     load_agent_state(agent, ckpt["agent"])
-    run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    record = run_utils.run_record(args, SCRIPT, run_name, device)
-    logger = run_utils.RunLogger(args, Path(args.runs_dir) / run_name, record)
-    video = logger.dir / "videos" / "eval_checkpoint.mp4" if args.capture_video else None
-    returns = evaluate(agent.actor, env, args.eval_episodes, device, video)
-    final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "k": saved.get("k", 1),
-             "m": saved.get("m", 1), "action_repeat": action_repeat, "total_timesteps": 0,
-             "eval_episodes": args.eval_episodes, "mean_return": float(np.mean(returns)),
-             "std_return": float(np.std(returns)), "returns": returns, "wall_time_s": time.time() - t_start,
-             "run_name": run_name, "evaluated_checkpoint": str(args.eval_checkpoint)}
-    logger.finish(final)
-    print(f"checkpoint {args.eval_checkpoint}: mean return {final['mean_return']:.1f} over {len(returns)} "
-          f"episodes -> {logger.dir}", flush=True)
+    final = run_utils.checkpoint_evaluation(args, SCRIPT, env_name, device, t_start,
+                                            lambda video: evaluate(agent.actor, env, args.eval_episodes, device, video),
+                                            k=saved.get("k", 1), m=saved.get("m", 1), action_repeat=action_repeat,
+                                            total_timesteps=0)
     return final, agent, None
+
+
+AGENT_PARTS = ["critic", "actor", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer"]
+
+
+def agent_state(agent: Agent) -> dict:
+    state = {name: getattr(agent, name).state_dict() for name in AGENT_PARTS}
+    return state | {"log_alpha": agent.log_alpha.detach().clone()}
+
+
+def load_agent_state(agent: Agent, state: dict) -> None:
+    for name in AGENT_PARTS:  # the actor's tied convs load the critic's values again
+        getattr(agent, name).load_state_dict(state[name])
+    with torch.no_grad():
+        agent.log_alpha.copy_(state["log_alpha"])
+
+
+def replay_state(rb: ReplayBuffer) -> dict:
+    """The replay's part of a checkpoint: the written part of each array (uint8 frames as stored) and the counters."""
+    n, f = min(rb.added, rb.capacity), min(rb.frames_written, rb.num_frames)
+    return {"frames": rb.frames[:f], "frame_idx": rb.frame_idx[:n], "actions": rb.actions[:n],
+            "rewards": rb.rewards[:n], "not_dones": rb.not_dones[:n],
+            "oldest_frame": torch.from_numpy(rb.oldest_frame[:n].copy()), "frames_written": rb.frames_written,
+            "added": rb.added, "start": rb.start, "current": rb.current}
+
+
+def load_replay_state(rb: ReplayBuffer, state: dict) -> None:
+    n, f = len(state["actions"]), len(state["frames"])
+    for name in ["frames", "frame_idx", "actions", "rewards", "not_dones"]:
+        getattr(rb, name)[: n if name != "frames" else f] = state[name]
+    rb.oldest_frame[:n] = state["oldest_frame"].numpy()
+    rb.frames_written, rb.added, rb.start, rb.current = (state["frames_written"], state["added"], state["start"],
+                                                         state["current"])
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

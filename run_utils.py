@@ -165,6 +165,13 @@ def check_tracking(track: bool, wandb_mode: str) -> None:
          "(or pass --wandb-mode offline)")
 
 
+def check_run_flags(args, argv) -> torch.device:
+    """The bookkeeping flags' one-line errors (--runs-dir, --track, --cuda) in that order; returns the device."""
+    check_runs_dir(args.runs_dir)
+    check_tracking(args.track, args.wandb_mode)
+    return get_device(args.cuda, "--cuda" in argv)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Files of a run
 
@@ -231,6 +238,36 @@ def run_record(args, algo: str, run_name: str, device: torch.device, **resolved)
     record = {**vars(args), **resolved, "algo": algo, "run_name": run_name, "code_version": code_version(),
               "versions": library_versions(), "device": str(device), "torch_threads": torch.get_num_threads()}
     return record
+
+
+def run_location(args, env_id: str, ckpt: dict | None = None) -> tuple[str, Path]:
+    """run_name and run directory: the resumed run's (`ckpt`), else {runs_dir}/{env_id}__{exp_name}__{seed}__{time}."""
+    if ckpt:
+        return ckpt["run_name"], Path(args.resume)
+    run_name = f"{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    return run_name, Path(args.runs_dir) / run_name
+
+
+def final_record(args, env_id: str, returns: list[float], t_start: float, run_name: str, **fields) -> dict:
+    """final.json: the run's task, algo and seed, the script's own `fields`, the last evaluation's returns, the wall
+    time since `t_start`."""
+    return {"env_id": env_id, "algo": args.exp_name, "seed": args.seed, **fields, "eval_episodes": args.eval_episodes,
+            "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "returns": returns,
+            "wall_time_s": time.time() - t_start, "run_name": run_name}
+
+
+def checkpoint_evaluation(args, script: str, env_id: str, device: torch.device, t_start: float, play, **fields) -> dict:
+    """The run folder of --eval-checkpoint: args.json, then final.json (with `fields` and the checkpoint's path) of the
+    returns of `play(video_path or None)`; nothing is trained."""
+    run_name, run_dir = run_location(args, env_id)
+    logger = RunLogger(args, run_dir, run_record(args, script, run_name, device))
+    returns = play(run_dir / "videos" / "eval_checkpoint.mp4" if args.capture_video else None)
+    final = {**final_record(args, env_id, returns, t_start, run_name, **fields),
+             "evaluated_checkpoint": str(args.eval_checkpoint)}
+    logger.finish(final)
+    print(f"checkpoint {args.eval_checkpoint}: mean return {final['mean_return']:.1f} over {len(returns)} "
+          f"episodes -> {run_dir}", flush=True)
+    return final
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -387,3 +424,23 @@ def resume_args(args, ckpt: dict, argv: list[str], fields) -> object:
         if name not in free and name in saved:
             setattr(args, name, saved[name])
     return args
+
+
+def resume(args, argv: list[str], script: str, fields) -> dict | None:
+    """--resume RUN_DIR: the run's checkpoint, with the run's own flags put back into `args` (resume_args); None
+    without --resume."""
+    if not args.resume:
+        return None
+    ckpt = load_checkpoint(Path(args.resume) / CHECKPOINT, script)
+    resume_args(args, ckpt, argv, fields)
+    return ckpt
+
+
+def checkpoint_when_due(step: int, loop: dict, interval: int, interrupts: Interrupts, save, run_dir: Path) -> None:
+    """In the training loop: `save()` writes the checkpoint every `interval` steps (loop["next_checkpoint"]) and
+    after SIGINT/SIGTERM, which then ends the run with the command that resumes it."""
+    if interrupts.requested or step >= loop["next_checkpoint"]:
+        path = save()
+        if interrupts.requested:
+            interrupts.exit(step, path, resume_command(run_dir))
+        loop["next_checkpoint"] += interval

@@ -1,9 +1,13 @@
 """SAC:state: SAC on the true low-dimensional state of a DeepMind Control task, the upper-bound baseline.
 
-The same SAC as sac_pixels.py and drq_sac.py (spec/ALGORITHMS.md §1, cited as "spec §x": constants,
-networks, update order, action repeat, time-limit bootstrapping) with the flattened state vector in place of the
-pixel encoder: `diff sac_state.py sac_pixels.py` shows only the encoder and observation parts. Steps users see
-(flags, x-axes, final.json) are environment steps = agent steps x action repeat.
+The same SAC as sac_pixels.py and drq_sac.py (spec/ALGORITHMS.md §1, cited as "spec §x": constants, networks,
+update order, action repeat, time-limit bootstrapping) with the flattened state vector in place of the pixel encoder:
+
+    y   = r + gamma not_done (min_i Q'_i(s', a') - alpha log pi(a' | s')), a' ~ pi(s')
+    L_Q = sum_i mean_B (Q_i(s, a) - y)^2
+
+and actor and temperature learn as in SAC, on s. `diff sac_state.py sac_pixels.py` shows only the encoder, buffer
+and observation parts. Steps are env steps = agent steps x action repeat, as the pixel scripts count them.
 
     python sac_state.py --seed 3                                 # cartpole-swingup, 500k env steps
     python sac_state.py --eval-checkpoint runs/<run>/model.pt    # evaluate a saved model, train nothing
@@ -26,7 +30,6 @@ import dmc_envs
 import run_utils
 
 
-
 @dataclass
 class Args(run_utils.RunArgs):
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -40,15 +43,15 @@ class Args(run_utils.RunArgs):
     eval_checkpoint: str | None = None
     """path of a model.pt to load and evaluate (its env id and action repeat); no training happens"""
     checkpoint_interval: int = 10_000
-    """env steps between full-state checkpoints (networks, optimizers, replay, RNG and env state) in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
+    """env steps between full-state checkpoints in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
 
     # Environment (spec §1.4, §6 items 3 and 5)
     env_id: str = "cartpole-swingup"
     """dm_control task: `cartpole-swingup` or `dm_control/cartpole-swingup-v0`"""
     action_repeat: int | None = None
-    """agent actions are repeated this many env steps, rewards summed; default: the PlaNet-benchmark value of the task (cartpole-swingup 8, reacher-easy/cheetah-run/ball_in_cup-catch 4, finger-spin/walker-walk 2), 2 for other tasks (the Dreamer-benchmark value) (spec §1.4)"""
+    """env steps per agent action, rewards summed; default: the task's PlaNet-benchmark value, else 2 (spec §1.4)"""
     episode_length: int = 1000
-    """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5); the DMC limit is 1000, shorten only for smoke tests"""
+    """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5)"""
 
     # Algorithm (spec §1.2, §1.4, §6 items 4 and 7)
     total_timesteps: int = 500_000
@@ -56,9 +59,9 @@ class Args(run_utils.RunArgs):
     buffer_size: int = 100_000
     """replay capacity in transitions (agent steps) (spec §1.4)"""
     batch_size: int = 512
-    """minibatch size: 512 for the paper's main results, 128 in the authors' config and ablations (spec §1.4)"""
+    """minibatch size: 512 in the paper's main results, 128 in the authors' config and ablations (spec §1.4)"""
     learning_starts: int | None = None
-    """env steps of uniform random actions before the first update; default: 1000 agent steps x action repeat (spec §1.4 num_seed_steps)"""
+    """env steps of uniform random actions before the first update; default: 1000 agent steps (spec §1.4)"""
     gamma: float = 0.99
     """discount factor"""
     tau: float = 0.01
@@ -83,6 +86,10 @@ class Args(run_utils.RunArgs):
     """env steps between evaluations (the paper's 10k); one also runs at step 0 and at the end"""
     eval_episodes: int = 10
     """episodes per evaluation, deterministic action tanh(mu)"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks (spec §1.1)
 
 
 def weight_init(m: nn.Module) -> None:
@@ -160,33 +167,6 @@ class Critic(nn.Module):
         return self.q1(h), self.q2(h)
 
 
-@dataclass
-class Agent:
-    actor: Actor
-    critic: Critic
-    critic_target: Critic
-    log_alpha: torch.Tensor
-    actor_optimizer: torch.optim.Optimizer
-    critic_optimizer: torch.optim.Optimizer
-    alpha_optimizer: torch.optim.Optimizer
-    target_entropy: float
-
-
-def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device, hidden_dim: int = 1024,
-               policy_lr: float = 1e-3, q_lr: float = 1e-3, alpha_lr: float = 1e-3,
-               init_temperature: float = 0.1) -> Agent:
-    actor = Actor(StateEncoder(obs_shape), action_dim, hidden_dim).to(device)
-    critic = Critic(StateEncoder(obs_shape), action_dim, hidden_dim).to(device)
-    critic_target = copy.deepcopy(critic).requires_grad_(False)
-    log_alpha = torch.tensor(math.log(init_temperature), device=device, requires_grad=True)
-    actor_params = list(actor.parameters())
-    return Agent(actor, critic, critic_target, log_alpha,
-                 torch.optim.Adam(actor_params, lr=policy_lr),
-                 torch.optim.Adam(critic.parameters(), lr=q_lr),
-                 torch.optim.Adam([log_alpha], lr=alpha_lr),
-                 target_entropy=-float(action_dim))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Replay buffer of state vectors, on the training device
 
@@ -224,53 +204,31 @@ class ReplayBuffer:
         # uniform with replacement, as the authors' replay_buffer.sample
         return self.get(torch.randint(0, len(self), (batch_size,), device=self.device))
 
-    def state_dict(self) -> dict:
-        n = min(self.added, self.capacity)
-        return {"obs": self.obs[:n], "next_obs": self.next_obs[:n], "actions": self.actions[:n],
-                "rewards": self.rewards[:n], "not_dones": self.not_dones[:n], "added": self.added}
-
-    def load_state_dict(self, state: dict) -> None:
-        n = len(state["actions"])
-        for name in ["obs", "next_obs", "actions", "rewards", "not_dones"]:
-            getattr(self, name)[:n] = state[name]
-        self.added = state["added"]
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # The SAC update (spec §1.2 with K = M = 1 and no augmentation), on states
 
 
-def td_target(actor: Actor, critic_target: Critic, alpha: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor,
-              not_done: torch.Tensor, gamma: float, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """The soft Q target r + gamma * not_done * (min target Q - alpha log pi) at a sampled next action (spec §1.2).
-    `noise` (B, |A|) fixes the action samples (tests)."""
-    with torch.no_grad():
-        mu, log_std = actor(next_obs)
+def update_critic(agent: "Agent", obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                  next_obs: torch.Tensor, not_done: torch.Tensor, gamma: float,
+                  noise: torch.Tensor | None = None) -> dict:
+    """The critic step of spec §1.2 on the B states and next states. `noise` (B, |A|) fixes the next-action
+    samples (tests)."""
+    with torch.no_grad():  # the target, at a sampled next action
+        mu, log_std = agent.actor(next_obs)
         next_action, log_prob = sample_action(mu, log_std, noise)
-        target_q1, target_q2 = critic_target(next_obs, next_action)
-        target_v = torch.min(target_q1, target_q2) - alpha.detach() * log_prob
-        return reward + not_done * gamma * target_v
-
-
-def critic_loss(critic: Critic, obs: torch.Tensor, action: torch.Tensor,
-                target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MSE of both Q heads against the target, summed over the heads as the authors' code does."""
-    q1, q2 = critic(obs, action)
-    loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-    return loss, q1
-
-
-def update_critic(agent: Agent, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
-                  not_done: torch.Tensor, gamma: float) -> dict:
-    target = td_target(agent.actor, agent.critic_target, agent.log_alpha.exp(), next_obs, reward, not_done, gamma)
-    loss, q1 = critic_loss(agent.critic, obs, action, target)
+        target_q1, target_q2 = agent.critic_target(next_obs, next_action)
+        target_v = torch.min(target_q1, target_q2) - agent.log_alpha.exp() * log_prob
+        target = reward + not_done * gamma * target_v
+    q1, q2 = agent.critic(obs, action)  # both Q heads against the target
+    loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)  # the mean over the B rows
     agent.critic_optimizer.zero_grad(set_to_none=True)
     loss.backward()
     agent.critic_optimizer.step()
     return {"losses/critic_loss": loss.detach(), "losses/q": q1.detach().mean()}
 
 
-def update_actor_and_alpha(agent: Agent, obs: torch.Tensor) -> dict:
+def update_actor_and_alpha(agent: "Agent", obs: torch.Tensor) -> dict:
     """Actor and temperature losses on the states; actor and critic run on detached
     conv features, so only the actor's own head and MLP learn here (spec §1.1, §1.2)."""
     mu, log_std = agent.actor(obs, detach_conv=True)
@@ -295,7 +253,7 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
-def update(agent: Agent, rb: ReplayBuffer, step: int, batch_size: int, gamma: float = 0.99, tau: float = 0.01,
+def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: float = 0.99, tau: float = 0.01,
            policy_frequency: int = 2, target_network_frequency: int = 2) -> dict:
     """One SAC step at agent step `step` (spec §1.2) on raw replay samples. Returns tensors (no host sync)."""
     obs, action, reward, next_obs, not_done = rb.sample(batch_size)
@@ -305,6 +263,10 @@ def update(agent: Agent, rb: ReplayBuffer, step: int, batch_size: int, gamma: fl
     if step % target_network_frequency == 0:
         soft_update(agent.critic_target, agent.critic, tau)
     return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation (spec §1.4)
 
 
 @torch.no_grad()
@@ -340,51 +302,45 @@ def evaluate(actor: Actor, env: dmc_envs.DMCEnv, episodes: int, device: torch.de
     return returns
 
 
-def agent_state(agent: Agent) -> dict:
-    return {"actor": agent.actor.state_dict(), "critic": agent.critic.state_dict(),
-            "critic_target": agent.critic_target.state_dict(), "log_alpha": agent.log_alpha.detach().clone(),
-            "actor_optimizer": agent.actor_optimizer.state_dict(),
-            "critic_optimizer": agent.critic_optimizer.state_dict(),
-            "alpha_optimizer": agent.alpha_optimizer.state_dict()}
+# ---------------------------------------------------------------------------------------------------------------
+# The agent: networks and optimizers (spec §1.1, §1.4)
 
 
-def load_agent_state(agent: Agent, state: dict) -> None:
-    agent.critic.load_state_dict(state["critic"])
-    agent.actor.load_state_dict(state["actor"])  # the tied convs load twice, with the same values
-    agent.critic_target.load_state_dict(state["critic_target"])
-    with torch.no_grad():
-        agent.log_alpha.copy_(state["log_alpha"])
-    for name in ["actor_optimizer", "critic_optimizer", "alpha_optimizer"]:
-        getattr(agent, name).load_state_dict(state[name])
+@dataclass
+class Agent:
+    """What the update trains: actor, critic, target critic, temperature."""
+    actor: Actor
+    critic: Critic
+    critic_target: Critic
+    log_alpha: torch.Tensor
+    actor_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer
+    alpha_optimizer: torch.optim.Optimizer
+    target_entropy: float
+
+
+def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device, hidden_dim: int = 1024,
+               policy_lr: float = 1e-3, q_lr: float = 1e-3, alpha_lr: float = 1e-3,
+               init_temperature: float = 0.1) -> Agent:
+    actor = Actor(StateEncoder(obs_shape), action_dim, hidden_dim).to(device)
+    critic = Critic(StateEncoder(obs_shape), action_dim, hidden_dim).to(device)
+    critic_target = copy.deepcopy(critic).requires_grad_(False)
+    log_alpha = torch.tensor(math.log(init_temperature), device=device, requires_grad=True)
+    return Agent(actor, critic, critic_target, log_alpha, torch.optim.Adam(actor.parameters(), lr=policy_lr),
+                 torch.optim.Adam(critic.parameters(), lr=q_lr), torch.optim.Adam([log_alpha], lr=alpha_lr),
+                 target_entropy=-float(action_dim))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5), its flattened state
+
+
+def make_env(env_name: str, seed: int, action_repeat: int, episode_length: int) -> dmc_envs.DMCEnv:
+    return dmc_envs.make_env(env_name, seed, action_repeat, pixels=False, episode_length=episode_length)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The training loop (spec §1.2)
-
-SCRIPT = Path(__file__).stem
-
-
-def validate(args: Args, argv: list[str]) -> dict:
-    """One-line errors for bad input, before anything is written; returns the resolved settings."""
-    run_utils.positive(total_timesteps=args.total_timesteps, batch_size=args.batch_size, buffer_size=args.buffer_size,
-                       eval_episodes=args.eval_episodes, eval_frequency=args.eval_frequency,
-                       episode_length=args.episode_length, checkpoint_interval=args.checkpoint_interval)
-    env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
-    if args.action_repeat is not None:
-        run_utils.positive(action_repeat=args.action_repeat)
-    action_repeat = args.action_repeat or dmc_envs.default_action_repeat(env_name)
-    learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
-    run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
-                      f"in [0, --total-timesteps {args.total_timesteps})")
-    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
-    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
-                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
-                      f"{learning_starts} env steps at action repeat {action_repeat}, --buffer-size {args.buffer_size})")
-    run_utils.check_runs_dir(args.runs_dir)
-    run_utils.check_tracking(args.track, args.wandb_mode)
-    device = run_utils.get_device(args.cuda, "--cuda" in argv)
-    return {"env_name": env_name, "action_repeat": action_repeat, "learning_starts": learning_starts,
-            "device": device}
 
 
 def main(args: Args, argv: list[str] = ()):
@@ -392,25 +348,19 @@ def main(args: Args, argv: list[str] = ()):
     t_start = time.time()
     if args.eval_checkpoint:
         return evaluate_checkpoint(args, argv)
-    ckpt = None
-    if args.resume:
-        ckpt = run_utils.load_checkpoint(Path(args.resume) / run_utils.CHECKPOINT, SCRIPT)
-        args = run_utils.resume_args(args, ckpt, argv, vars(Args()))
-    cfg = validate(args, argv)
-    env_name, action_repeat, learning_starts, device = (cfg["env_name"], cfg["action_repeat"],
-                                                        cfg["learning_starts"], cfg["device"])
+    ckpt = run_utils.resume(args, argv, SCRIPT, vars(Args()))
+    env_name, action_repeat, learning_starts, device = validate(args, argv)
     run_utils.seed_everything(args.seed, args.torch_deterministic)
-    run_name = ckpt["run_name"] if ckpt else f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = Path(args.resume) if ckpt else Path(args.runs_dir) / run_name
+    run_name, run_dir = run_utils.run_location(args, env_name, ckpt)
     run_utils.announce(SCRIPT, env_name, device, run_dir,
                        f"{args.total_timesteps} env steps (action repeat {action_repeat}), learning from step "
                        f"{learning_starts}, {args.eval_episodes}-episode evaluations every {args.eval_frequency} "
                        f"steps" + (f", resuming at step {ckpt['loop']['global_step']}" if ckpt else ""))
     if args.action_repeat is None and env_name not in dmc_envs.ACTION_REPEAT:
-        print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using {dmc_envs.DEFAULT_ACTION_REPEAT}, "
-              "the Dreamer-benchmark value (spec §1.4)", flush=True)
-    env = dmc_envs.make_env(env_name, args.seed, action_repeat, pixels=False, episode_length=args.episode_length)
-    eval_env = dmc_envs.make_env(env_name, args.seed + 10_000, action_repeat, pixels=False, episode_length=args.episode_length)
+        print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using "
+              f"{dmc_envs.DEFAULT_ACTION_REPEAT}, the Dreamer-benchmark value (spec §1.4)", flush=True)
+    env = make_env(env_name, args.seed, action_repeat, args.episode_length)
+    eval_env = make_env(env_name, args.seed + 10_000, action_repeat, args.episode_length)
     obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
     agent = make_agent(obs_shape, action_dim, device, args.hidden_dim, args.policy_lr, args.q_lr, args.alpha_lr,
                        args.init_temperature)
@@ -436,7 +386,7 @@ def main(args: Args, argv: list[str] = ()):
             "elapsed": 0.0}
     if ckpt:
         load_agent_state(agent, ckpt["agent"])
-        rb.load_state_dict(ckpt["replay"])
+        load_replay_state(rb, ckpt["replay"])
         obs = env.restore(ckpt["env"])
         eval_env.restore(ckpt["eval_env"])
         loop = ckpt["loop"]
@@ -449,18 +399,14 @@ def main(args: Args, argv: list[str] = ()):
     def checkpoint() -> Path:
         path = run_dir / run_utils.CHECKPOINT
         run_utils.save_checkpoint(path, SCRIPT, {
-            "args": vars(args), "run_name": run_name, "agent": agent_state(agent), "replay": rb.state_dict(),
+            "args": vars(args), "run_name": run_name, "agent": agent_state(agent), "replay": replay_state(rb),
             "env": env.snapshot(), "eval_env": eval_env.snapshot(), "rng": run_utils.rng_state(),
             "loop": {**loop, "elapsed": time.time() - t_start}, "logger": logger.position()})
         return path
 
     while loop["global_step"] < args.total_timesteps:
         global_step = loop["global_step"]
-        if interrupts.requested or global_step >= loop["next_checkpoint"]:
-            path = checkpoint()
-            if interrupts.requested:
-                interrupts.exit(global_step, path, run_utils.resume_command(run_dir))
-            loop["next_checkpoint"] += args.checkpoint_interval
+        run_utils.checkpoint_when_due(global_step, loop, args.checkpoint_interval, interrupts, checkpoint, run_dir)
         if global_step >= loop["next_eval"]:
             loop["returns"], loop["last_eval_step"] = run_evaluation(global_step), global_step
             loop["next_eval"] = (global_step // args.eval_frequency + 1) * args.eval_frequency
@@ -469,7 +415,6 @@ def main(args: Args, argv: list[str] = ()):
             action = env.action_space.sample()
         else:
             action = act(agent.actor, obs, device, sample=True)
-        if global_step >= learning_starts:
             loop["metrics"] |= update(agent, rb, loop["step"], args.batch_size, args.gamma, args.tau,
                                       args.policy_frequency, args.target_network_frequency)
         next_obs, reward, terminated, truncated, info = env.step(action)
@@ -498,10 +443,8 @@ def main(args: Args, argv: list[str] = ()):
     if args.save_model:
         run_utils.save_checkpoint(logger.dir / "model.pt", SCRIPT, {"args": vars(args), "run_name": run_name,
                                                                     **record, "agent": agent_state(agent)})
-    final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "k": 1, "m": 1,
-             "action_repeat": action_repeat, "total_timesteps": global_step, "eval_episodes": args.eval_episodes,
-             "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "returns": returns,
-             "wall_time_s": time.time() - t_start, "run_name": run_name}
+    final = run_utils.final_record(args, env_name, returns, t_start, run_name, k=1, m=1,
+                                   action_repeat=action_repeat, total_timesteps=global_step)
     logger.finish(final)
     (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
     env.close()
@@ -510,35 +453,80 @@ def main(args: Args, argv: list[str] = ()):
     return final, agent, rb
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Run bookkeeping: validation, --eval-checkpoint, checkpoint state, the command line
+
+SCRIPT = Path(__file__).stem
+
+
+def validate(args: Args, argv: list[str]) -> tuple[str, int, int, torch.device]:
+    """One-line errors for bad input, before anything is written; returns the resolved settings: task name, action
+    repeat, learning start, device."""
+    run_utils.positive(total_timesteps=args.total_timesteps, batch_size=args.batch_size, buffer_size=args.buffer_size,
+                       eval_episodes=args.eval_episodes, eval_frequency=args.eval_frequency,
+                       episode_length=args.episode_length, checkpoint_interval=args.checkpoint_interval)
+    env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
+    if args.action_repeat is not None:
+        run_utils.positive(action_repeat=args.action_repeat)
+    action_repeat = args.action_repeat or dmc_envs.default_action_repeat(env_name)
+    learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
+    run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
+                      f"in [0, --total-timesteps {args.total_timesteps})")
+    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
+    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
+                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
+                      f"{learning_starts} env steps at action repeat {action_repeat}, "
+                      f"--buffer-size {args.buffer_size})")
+    return env_name, action_repeat, learning_starts, run_utils.check_run_flags(args, argv)
+
+
 def evaluate_checkpoint(args: Args, argv: list[str]):
-    """--eval-checkpoint: rebuild the agent of a model.pt or checkpoint.pt (its env, action repeat and sizes) and
-    evaluate it; nothing is trained."""
+    """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and sizes; nothing
+    is trained."""
     t_start = time.time()
     run_utils.positive(eval_episodes=args.eval_episodes)
     ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
-    saved = ckpt["args"]
-    run_utils.check_runs_dir(args.runs_dir)
-    run_utils.check_tracking(args.track, args.wandb_mode)
-    device = run_utils.get_device(args.cuda, "--cuda" in argv)
+    saved, device = ckpt["args"], run_utils.check_run_flags(args, argv)
     action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
     env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
-    env = dmc_envs.make_env(env_name, saved["seed"] + 10_000, action_repeat, pixels=False, episode_length=saved["episode_length"])
+    env = make_env(env_name, saved["seed"] + 10_000, action_repeat, saved["episode_length"])
     agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"])
     load_agent_state(agent, ckpt["agent"])
-    run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    record = run_utils.run_record(args, SCRIPT, run_name, device)
-    logger = run_utils.RunLogger(args, Path(args.runs_dir) / run_name, record)
-    video = logger.dir / "videos" / "eval_checkpoint.mp4" if args.capture_video else None
-    returns = evaluate(agent.actor, env, args.eval_episodes, device, video)
-    final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "k": saved.get("k", 1),
-             "m": saved.get("m", 1), "action_repeat": action_repeat, "total_timesteps": 0,
-             "eval_episodes": args.eval_episodes, "mean_return": float(np.mean(returns)),
-             "std_return": float(np.std(returns)), "returns": returns, "wall_time_s": time.time() - t_start,
-             "run_name": run_name, "evaluated_checkpoint": str(args.eval_checkpoint)}
-    logger.finish(final)
-    print(f"checkpoint {args.eval_checkpoint}: mean return {final['mean_return']:.1f} over {len(returns)} "
-          f"episodes -> {logger.dir}", flush=True)
+    final = run_utils.checkpoint_evaluation(args, SCRIPT, env_name, device, t_start,
+                                            lambda video: evaluate(agent.actor, env, args.eval_episodes, device, video),
+                                            k=saved.get("k", 1), m=saved.get("m", 1), action_repeat=action_repeat,
+                                            total_timesteps=0)
     return final, agent, None
+
+
+AGENT_PARTS = ["critic", "actor", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer"]
+
+
+def agent_state(agent: Agent) -> dict:
+    state = {name: getattr(agent, name).state_dict() for name in AGENT_PARTS}
+    return state | {"log_alpha": agent.log_alpha.detach().clone()}
+
+
+def load_agent_state(agent: Agent, state: dict) -> None:
+    for name in AGENT_PARTS:  # the actor's tied convs load the critic's values again
+        getattr(agent, name).load_state_dict(state[name])
+    with torch.no_grad():
+        agent.log_alpha.copy_(state["log_alpha"])
+
+
+REPLAY_ARRAYS = ["obs", "next_obs", "actions", "rewards", "not_dones"]
+
+
+def replay_state(rb: ReplayBuffer) -> dict:
+    """The replay's part of a checkpoint: the written part of each array and the counter."""
+    n = min(rb.added, rb.capacity)
+    return {name: getattr(rb, name)[:n] for name in REPLAY_ARRAYS} | {"added": rb.added}
+
+
+def load_replay_state(rb: ReplayBuffer, state: dict) -> None:
+    for name in REPLAY_ARRAYS:
+        getattr(rb, name)[:len(state["actions"])] = state[name]
+    rb.added = state["added"]
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

@@ -210,8 +210,7 @@ def loop_log_prob(mu, log_std, noise):
 
 
 @pytest.mark.parametrize("k,m", [(k, m) for k in (1, 2, 3) for m in (1, 2, 3)])
-def test_batched_drq_target_and_loss_equal_per_copy_loop(k, m):
-    agent = tiny_agent(drq_sac)
+def test_batched_drq_target_and_loss_equal_per_copy_loop(k, m, monkeypatch):
     b, gamma = 5, 0.99
     torch.manual_seed(1)
     obs = torch.randint(0, 256, (b, 9, 84, 84), dtype=torch.uint8)
@@ -221,12 +220,9 @@ def test_batched_drq_target_and_loss_equal_per_copy_loop(k, m):
     next_k = drq_sac.random_shift(next_obs.repeat(k, 1, 1, 1))
     obs_m = drq_sac.random_shift(obs.repeat(m, 1, 1, 1))
     noise = torch.randn(k * b, 2)
+
+    agent = tiny_agent(drq_sac)
     alpha = agent.log_alpha.exp()
-
-    target = drq_sac.td_target(agent.actor, agent.critic_target, alpha, next_k, reward, not_done, gamma, k, noise)
-    loss, _ = drq_sac.critic_loss(agent.critic, obs_m, action, target, m, sum_over_copies=False)
-    loss_sum, _ = drq_sac.critic_loss(agent.critic, obs_m, action, target, m)  # the default
-
     with torch.no_grad():
         ys = []
         for j in range(k):
@@ -236,13 +232,23 @@ def test_batched_drq_target_and_loss_equal_per_copy_loop(k, m):
             q1, q2 = agent.critic_target(copy, a)
             ys.append(reward + not_done * gamma * (torch.min(q1, q2) - alpha * lp))
         y = sum(ys) / k
-    terms = []
-    for j in range(m):
-        q1, q2 = agent.critic(obs_m[j * b:(j + 1) * b], action)
-        terms.append(((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean())
-    torch.testing.assert_close(target, y, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(loss, sum(terms) / m, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(loss_sum, sum(terms), rtol=1e-5, atol=1e-6)  # the authors' summed form
+        terms = []
+        for j in range(m):
+            q1, q2 = agent.critic(obs_m[j * b:(j + 1) * b], action)
+            terms.append(((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean())
+
+    # update_critic from the same weights, the regression target recorded where both Q heads meet it
+    targets, mse_loss = [], F.mse_loss
+    monkeypatch.setattr(F, "mse_loss", lambda q, target: targets.append(target) or mse_loss(q, target))
+    mean = drq_sac.update_critic(tiny_agent(drq_sac), obs_m, action, reward, next_k, not_done, gamma, k, m,
+                                 sum_over_copies=False, noise=noise)["losses/critic_loss"]
+    summed = drq_sac.update_critic(tiny_agent(drq_sac), obs_m, action, reward, next_k, not_done, gamma, k, m,
+                                   noise=noise)["losses/critic_loss"]  # the default
+    assert len(targets) == 4  # two heads, two calls
+    for target in targets:  # one target per state, repeated for its M copies
+        torch.testing.assert_close(target, y.repeat(m, 1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mean, sum(terms) / m, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(summed, sum(terms), rtol=1e-5, atol=1e-6)  # the authors' summed form
 
 
 def test_update_augments_k_and_m_copies_independently_and_actor_uses_first_copy():

@@ -15,7 +15,7 @@ SHARED = {
     "random_shift": ["drq_dqn.py", "drq_sac.py", "sac_pixels.py"],
     "ReplayBuffer": ["nddqn_atari.py", "drq_dqn.py"],
     "main": ["nddqn_atari.py", "drq_dqn.py"],
-    "update_actor_and_alpha": ["sac_state.py", "sac_pixels.py"],
+    "update_actor_and_alpha": ["sac_state.py", "sac_pixels.py", "drq_sac.py"],
     "evaluate": ["sac_state.py", "sac_pixels.py", "drq_sac.py", "sac_ae.py"],
 }
 
