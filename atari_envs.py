@@ -3,7 +3,9 @@ gymnasium's ALE env without sticky actions, frame skip 4 with a max-pool, graysc
 gymnasium's AtariPreprocessing or, behind flags, as dopamine's Atari 100k runner), and a recorder that carries the game
 in progress through a checkpoint. Not part of any algorithm: both scripts play the same games, so it is written once."""
 import csv
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -12,6 +14,28 @@ import torch
 import run_utils
 
 HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class EnvArgs:
+    """The game's flags, the same in both Atari scripts, whose `Args` inherit them (spec §2.3, §2.7, §6 item 9)."""
+    env_id: str = "Breakout"
+    """Atari game: `Breakout` or `BreakoutNoFrameskip-v4` (no sticky actions, minimal action set)"""
+    noop_max: int = 30
+    """up to this many no-op actions at the start of every game (spec §2.3 runner)"""
+    noop_mode: Literal["gymnasium", "dopamine"] = "gymnasium"
+    """`gymnasium`: 1..noop_max no-ops, then their frame; `dopamine`: 0..noop_max-1, the frame before (spec §2.7)"""
+    life_loss_ends_frame_skip: bool = False
+    """if toggled, a life loss ends the agent step's 4-frame skip at once (dopamine's AtariPreprocessing, spec §2.7)"""
+    max_episode_frames: int = 108_000
+    """a game is cut (truncated) after this many ALE frames, no-op frames included (27k agent steps); 0 = no cap"""
+    max_episode_steps: int = 0
+    """if > 0, a game is cut after this many agent steps (dopamine's max_steps_per_episode 27000, spec §2.7)"""
+
+    def env_options(self) -> dict:
+        """make_env's settings from these flags, for training and evaluation alike."""
+        return {"noop_max": self.noop_max, "max_episode_frames": self.max_episode_frames, "noop_mode": self.noop_mode,
+                "life_loss_ends_frame_skip": self.life_loss_ends_frame_skip}
 
 
 def atari_games() -> list[str]:

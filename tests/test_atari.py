@@ -127,7 +127,13 @@ def test_frame_stack_matches_buffer_stacks():
         assert torch.equal(got[t], states[t])
 
 
-# ------------------------------------------------------------------------------------------------ networks and loss
+# ------------------------------------------------------------------------------------------------ networks and update
+def zero_step_update(module, online, target, batch, args):
+    """module.update with a zero learning rate: its loss and mean Q, and the gradients it leaves, at unchanged weights."""
+    loss, q_mean = module.update(online, target, torch.optim.SGD(online.parameters(), lr=0.0), batch, args)
+    return loss, q_mean, {name: p.grad.clone() for name, p in online.named_parameters()}
+
+
 def test_dueling_head_subtracts_mean_advantage():
     torch.manual_seed(0)
     net = nddqn_atari.QNetwork(6)
@@ -153,15 +159,19 @@ def test_double_dqn_target_selects_online_evaluates_target(module):
              "actions": torch.randint(0, 4, (b,)), "returns": torch.randn(b),
              "discounts": torch.tensor([GAMMA**10] * (b - 2) + [0.0, GAMMA**3])}
     args = module.Args(image_pad=0) if module is drq_dqn else module.Args()  # pad 0: no shift, exact comparison
-    loss, q = module.td_loss(online, target, batch, args)
+    loss, q_mean, grads = zero_step_update(module, online, target, batch, args)
     with torch.no_grad():
         q_next_online, q_next_target = online(batch["next_obs"]), target(batch["next_obs"])
         double = q_next_target[torch.arange(b), q_next_online.argmax(1)]
         wrong = q_next_target.max(1).values  # vanilla DQN: select with the target network
+    online.zero_grad()
     q_expected = online(batch["obs"])[torch.arange(b), batch["actions"]]
     expected = F.smooth_l1_loss(q_expected, batch["returns"] + batch["discounts"] * double)
+    expected.backward()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert torch.allclose(q, q_expected.detach(), atol=1e-6)
+    assert q_mean.item() == pytest.approx(q_expected.mean().item(), rel=1e-5)
+    for name, p in online.named_parameters():  # the step the optimizer takes is the expected loss's gradient
+        assert torch.allclose(grads[name], p.grad, rtol=1e-4, atol=1e-7), name
     vanilla = F.smooth_l1_loss(q_expected, batch["returns"] + batch["discounts"] * wrong)
     assert abs(loss.item() - vanilla.item()) > 0.1
 
@@ -177,9 +187,10 @@ def test_target_synced_every_step_equals_using_the_online_network():
     batch = {"obs": torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8),
              "next_obs": torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8),
              "actions": torch.randint(0, 4, (b,)), "returns": torch.randn(b), "discounts": torch.full((b,), 0.9)}
-    shared, _ = nddqn_atari.td_loss(online, online, batch, nddqn_atari.Args())
-    separate, _ = nddqn_atari.td_loss(online, synced, batch, nddqn_atari.Args())
+    shared, _, shared_grads = zero_step_update(nddqn_atari, online, online, batch, nddqn_atari.Args())
+    separate, _, separate_grads = zero_step_update(nddqn_atari, online, synced, batch, nddqn_atari.Args())
     assert shared.item() == pytest.approx(separate.item(), rel=1e-6)
+    assert all(torch.equal(shared_grads[name], separate_grads[name]) for name in shared_grads)
 
 
 def test_drq_target_and_loss_average_k_and_m_shifted_copies():
@@ -191,7 +202,7 @@ def test_drq_target_and_loss_average_k_and_m_shifted_copies():
              "actions": torch.randint(0, 3, (b,)), "returns": torch.randn(b), "discounts": torch.full((b,), 0.9)}
     args = drq_dqn.Args(k=k, m=m)
     torch.manual_seed(5)
-    loss, _ = drq_dqn.td_loss(online, target, batch, args)
+    loss, _, _ = zero_step_update(drq_dqn, online, target, batch, args)
     # the same random draws, consumed in the same order, copy by copy
     torch.manual_seed(5)
     next_aug = drq_dqn.random_shift(batch["next_obs"].repeat(k, 1, 1, 1), 4).view(k, b, 4, 84, 84)

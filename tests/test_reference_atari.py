@@ -162,7 +162,7 @@ def test_one_drq_eps_update_matches_dopamine(seed, monkeypatch):
     q_theirs = jax.vmap(lambda s: network_def.apply(params, s, support=support).q_values)(states / 255.0)
     assert_close(q_network(nchw(states)), q_theirs, "Q values before the update", rtol=1e-5)
 
-    draws = iter([dopamine_draws(key_next, b), dopamine_draws(key_states, b)])  # td_loss augments s' first
+    draws = iter([dopamine_draws(key_next, b), dopamine_draws(key_states, b)])  # update augments s' first
     augment, augmented = drq_dqn.augment, []
 
     def with_dopamine_draws(x, *rest, **kwargs):
