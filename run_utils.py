@@ -256,6 +256,15 @@ def final_record(args, env_id: str, returns: list[float], t_start: float, run_na
             "wall_time_s": time.time() - t_start, "run_name": run_name}
 
 
+def log_evaluation(logger: RunLogger, step: int, returns: list[float], t0: float, **extra: float) -> None:
+    """An evaluation's point in metrics.jsonl (mean and std of the returns, then `extra`) and its line (the time
+    since `t0`)."""
+    point = {"eval/episodic_return": float(np.mean(returns)), "eval/episodic_return_std": float(np.std(returns))}
+    logger.log(step, **point, **extra)
+    print(f"eval at step {step}: return {point['eval/episodic_return']:.1f} over {len(returns)} episodes "
+          f"in {time.time() - t0:.0f} s", flush=True)
+
+
 def checkpoint_evaluation(args, script: str, env_id: str, device: torch.device, t_start: float, play, **fields) -> dict:
     """The run folder of --eval-checkpoint: args.json, then final.json (with `fields` and the checkpoint's path) of the
     returns of `play(video_path or None)`; nothing is trained."""
@@ -434,6 +443,24 @@ def resume(args, argv: list[str], script: str, fields) -> dict | None:
     ckpt = load_checkpoint(Path(args.resume) / CHECKPOINT, script)
     resume_args(args, ckpt, argv, fields)
     return ckpt
+
+
+def save_run_checkpoint(run_dir: Path, script: str, args, run_name: str, loop: dict, t_start: float,
+                        logger: RunLogger, **state) -> Path:
+    """The full training state in {run_dir}/checkpoint.pt: the flags, the script's `state` (agent, replay, envs), the
+    RNGs, the loop's counters with the time trained so far, and where the logs stand; returns its path."""
+    path = run_dir / CHECKPOINT
+    save_checkpoint(path, script, {"args": vars(args), "run_name": run_name, **state, "rng": rng_state(),
+                                   "loop": {**loop, "elapsed": time.time() - t_start}, "logger": logger.position()})
+    return path
+
+
+def checkpoint_to_evaluate(args, argv: list[str], script: str) -> tuple[dict, torch.device]:
+    """--eval-checkpoint PATH: the checkpoint (model.pt or checkpoint.pt of `script`) and the device, after the
+    one-line checks of the flags an evaluation uses."""
+    positive(eval_episodes=args.eval_episodes)
+    ckpt = load_checkpoint(args.eval_checkpoint, script)
+    return ckpt, check_run_flags(args, argv)
 
 
 def checkpoint_when_due(step: int, loop: dict, interval: int, interrupts: Interrupts, save, run_dir: Path) -> None:

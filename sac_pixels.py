@@ -515,24 +515,21 @@ def main(args: Args, argv: list[str] = ()):
         print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
         video = logger.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
         returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        point = {"eval/episodic_return": float(np.mean(returns)), "eval/episodic_return_std": float(np.std(returns))}
-        if len(rb) > 0:
+        invariance = {}
+        if len(rb) > 0:  # report question 2, on up to 256 replayed (state, action) pairs
             obs, action, _, _, _ = rb.sample(min(args.batch_size, 256))
-            point.update(measure_invariance(agent.critic, obs, action))
-        logger.log(global_step, **point)
-        print(f"eval at step {global_step}: return {point['eval/episodic_return']:.1f} over {len(returns)} episodes "
-              f"in {time.time() - t0:.0f} s", flush=True)
+            invariance = measure_invariance(agent.critic, obs, action)
+        run_utils.log_evaluation(logger, global_step, returns, t0, **invariance)
         return returns
 
     loop = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
             "last_eval_step": -1, "returns": [], "metrics": {}, "next_checkpoint": args.checkpoint_interval,
             "elapsed": 0.0}
-    if ckpt:
+    if ckpt:  # the state checkpoint() saved
         load_agent_state(agent, ckpt["agent"])
         load_replay_state(rb, ckpt["replay"])
-        obs = env.restore(ckpt["env"])
+        obs, loop = env.restore(ckpt["env"]), ckpt["loop"]
         eval_env.restore(ckpt["eval_env"])
-        loop = ckpt["loop"]
         run_utils.set_rng_state(ckpt["rng"])
     else:
         obs, _ = env.reset(seed=args.seed)
@@ -540,12 +537,9 @@ def main(args: Args, argv: list[str] = ()):
     progress = run_utils.Progress(args.total_timesteps, learning_starts, loop["global_step"])
 
     def checkpoint() -> Path:
-        path = run_dir / run_utils.CHECKPOINT
-        run_utils.save_checkpoint(path, SCRIPT, {
-            "args": vars(args), "run_name": run_name, "agent": agent_state(agent), "replay": replay_state(rb),
-            "env": env.snapshot(), "eval_env": eval_env.snapshot(), "rng": run_utils.rng_state(),
-            "loop": {**loop, "elapsed": time.time() - t_start}, "logger": logger.position()})
-        return path
+        return run_utils.save_run_checkpoint(run_dir, SCRIPT, args, run_name, loop, t_start, logger,
+                                             agent=agent_state(agent), replay=replay_state(rb), env=env.snapshot(),
+                                             eval_env=eval_env.snapshot())
 
     while loop["global_step"] < args.total_timesteps:
         global_step = loop["global_step"]
@@ -616,11 +610,10 @@ def validate(args: Args, argv: list[str]) -> tuple[str, int, int, int, torch.dev
     learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
     run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
                       f"in [0, --total-timesteps {args.total_timesteps})")
-    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
-    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
-                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
-                      f"{learning_starts} env steps at action repeat {action_repeat}, "
-                      f"--buffer-size {args.buffer_size})")
+    held = min(math.ceil(learning_starts / action_repeat), args.buffer_size)  # transitions at the first update
+    run_utils.require(args.batch_size <= held, f"--batch-size {args.batch_size} is larger than the {held} transitions "
+                      f"the buffer holds when updates start (--learning-starts {learning_starts} env steps at action "
+                      f"repeat {action_repeat}, --buffer-size {args.buffer_size})")
     frame_stack = frames_per_observation(args.encoder_path, args.latent_stack)
     return env_name, action_repeat, learning_starts, frame_stack, run_utils.check_run_flags(args, argv)
 
@@ -629,9 +622,8 @@ def evaluate_checkpoint(args: Args, argv: list[str]):
     """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and sizes; nothing
     is trained."""
     t_start = time.time()
-    run_utils.positive(eval_episodes=args.eval_episodes)
-    ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
-    saved, device = ckpt["args"], run_utils.check_run_flags(args, argv)
+    ckpt, device = run_utils.checkpoint_to_evaluate(args, argv, SCRIPT)
+    saved = ckpt["args"]
     frame_stack = frames_per_observation(saved["encoder_path"], saved["latent_stack"])
     action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
     env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
