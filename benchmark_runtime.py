@@ -257,28 +257,28 @@ def build_dqn(name: str, module_name: str, args: Args, device: torch.device, k: 
 
 
 def build_sac_ae(name: str, mode: str, args: Args, device: torch.device, b: int) -> Variant:
-    """sac_ae.py --ae-mode frozen (the report's SAC on 8 stacked latents of a pretrained, frozen encoder: the
-    update sees 400-float vectors, the encoder runs once per agent step while acting, outside the update) or joint
-    (SAC-AE: pixels, plus the decoder and the reconstruction step on the critic's encoder every update), with each
-    mode's temperature optimiser (spec §5); the batch is --dmc-batch-size for every DMC variant, so costs compare."""
-    mod = importlib.import_module("sac_ae")
+    """sac_ae_frozen.py (the report's SAC on 8 stacked latents of a pretrained, frozen encoder: the update sees
+    400-float vectors, the encoder runs once per agent step while acting, outside the update) or sac_ae.py (SAC-AE:
+    pixels, plus the decoder and the reconstruction step on the critic's encoder every update), each with its own
+    temperature optimiser (spec §5); the batch is --dmc-batch-size for every DMC variant, so costs compare."""
     joint = mode == "joint"
+    mod = importlib.import_module("sac_ae" if joint else "sac_ae_frozen")
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     action_dim, _, episode_len = dmc_shapes(args.dmc_env_id)
     cfg = mod.Args()
     obs_shape = (9, 84, 84) if joint else (8 * mod.FEATURE_DIM,)  # frozen: report §2, latents of the last 8 steps
-    agent = mod.make_agent(obs_shape, action_dim, device, joint=joint, alpha_lr=1e-4 if joint else 1e-3,
-                           alpha_beta=0.5 if joint else 0.9)
+    agent = mod.make_agent(obs_shape, action_dim, device)  # each script's defaults
     rb = mod.ReplayBuffer(args.buffer_transitions, obs_shape, action_dim, device, episode_len=episode_len)
     fill_dmc_buffer(rb, args.buffer_transitions, obs_shape, action_dim, episode_len, rng)
     nets, encoders = dmc_networks(agent)
-    if agent.decoder is not None:
+    sac = (cfg.gamma, cfg.tau, cfg.policy_frequency, cfg.target_network_frequency)
+    if joint:
         nets["decoder"] = agent.decoder
+        sac += (cfg.encoder_tau, cfg.decoder_frequency, cfg.decoder_latent_lambda)
 
     def step(i):
-        mod.update(agent, rb, i, b, cfg.gamma, cfg.tau, cfg.policy_frequency, cfg.target_network_frequency,
-                   cfg.encoder_tau, cfg.decoder_frequency, cfg.decoder_latent_lambda)
+        mod.update(agent, rb, i, b, *sac)
 
     notes = "update only; the frozen encoder encodes one frame per agent step while acting" if not joint else ""
     return Variant(name, "dmc", step, None, nets, encoders, rb, b, period=2, notes=notes)
@@ -297,8 +297,9 @@ def variant_specs(args: Args, device: torch.device) -> list[tuple[str, str, Call
         add(f"sac_pixels{suffix}", "sac_pixels", build_sac, "sac_pixels", args, device, b)
         for k, m in parse_km(args.km_grid):
             add(f"drq_sac_k{k}_m{m}{suffix}", "drq_sac", build_sac, "drq_sac", args, device, b, k, m)
-        for mode in SAC_AE_MODES:
-            add(f"sac_ae_{mode}{suffix}", "sac_ae", build_sac_ae, mode, args, device, b)
+        for mode in SAC_AE_MODES:  # sac_ae_frozen.py and sac_ae.py
+            add(f"sac_ae_{mode}{suffix}", "sac_ae" if mode == "joint" else "sac_ae_frozen", build_sac_ae, mode, args,
+                device, b)
     add("nddqn_atari", "nddqn_atari", build_dqn, "nddqn_atari", args, device)
     for k, m in parse_km(args.dqn_km_grid):
         add(f"drq_dqn_k{k}_m{m}", "drq_dqn", build_dqn, "drq_dqn", args, device, k, m)

@@ -1,20 +1,25 @@
-"""Pretrain the SAC-AE convolutional autoencoder on frames of a DeepMind Control task, for sac_ae.py and
-drq_sac.py --encoder-path (the reproduction report's setup, §2: 200k frames, 300 epochs, 50-dim features).
+"""Pretrain the SAC-AE convolutional autoencoder on frames of a DeepMind Control task: the reproduction report's
+setup (its §2: 200k frames of a random policy, 300 epochs, 50-dim features) for sac_ae_frozen.py, sac_ae.py and
+drq_sac.py --encoder-path.
 
-Frames come from a uniform random policy (the report's protocol) or from a saved actor (--policy-checkpoint, the
-coverage hypothesis); they are stored once, compressed uint8, and can be reused (--dataset). The autoencoder is the
-DMC scripts' encoder (identical class, so its weights load bit-for-bit) and the SAC-AE decoder, trained on the 5-bit
-target with a latent L2 penalty and decoder weight decay (spec/ALGORITHMS.md §5, cited as "spec §x").
-Outputs: {runs_dir}/{run_name}/encoder.pt, reconstructions.png, loss_curves.png, metrics.jsonl (train and held-out
-reconstruction MSE per epoch, global_step = epoch), final.json.
+The encoder is the DMC scripts' `Encoder` (the same class, so its weights load bit-for-bit), the decoder SAC-AE's
+(spec/ALGORITHMS.md §5, cited as "spec §x"). One update on a minibatch x of frame stacks, h = encoder(x):
+
+    loss = MSE(decoder(h), 5-bit target of x) + lambda_z * mean(0.5 ||h||^2),  Adam; the decoder's Adam has weight
+    decay lambda_theta
+
+Frames come from uniform random actions (the report) or a saved actor (--policy-checkpoint), stored once as
+compressed uint8 and reusable (--dataset). Outputs in {runs_dir}/{run_name}/: encoder.pt, reconstructions.png,
+loss_curves.png, metrics.jsonl (train and held-out reconstruction MSE per epoch, global_step = epoch), final.json.
 
     python pretrain_autoencoder.py                                           # the report: cartpole, random policy
     python pretrain_autoencoder.py --frames-per-input 3                      # SAC-AE/DrQ input: 3 stacked frames
     python pretrain_autoencoder.py --policy-checkpoint runs/<run>/model.pt   # frames of a trained policy
     python pretrain_autoencoder.py --dataset datasets/<file>.npz --epochs 50 # reuse collected frames
+    python pretrain_autoencoder.py --eval-encoder runs_ae/<run>/encoder.pt --dataset datasets/<file>.npz
     python pretrain_autoencoder.py --resume runs_ae/<run>                    # continue an interrupted run
 """
-import math
+import importlib
 import os
 import sys
 import time
@@ -32,7 +37,6 @@ import dmc_envs
 import run_utils
 
 
-
 @dataclass
 class Args(run_utils.RunArgs):
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -42,19 +46,19 @@ class Args(run_utils.RunArgs):
     runs_dir: str = "runs_ae"
     """folder that receives {runs_dir}/{run_name}/ (kept apart from the RL runs that report.py reads)"""
     checkpoint_interval: int = 2_000
-    """minibatch updates between checkpoints of the training (encoder, decoder, optimizers, RNG and epoch state) in {runs_dir}/{run_name}/checkpoint.pt; one is also written as training starts, and SIGINT/SIGTERM write one in either phase"""
+    """minibatch updates between checkpoints (also one as training starts); SIGINT/SIGTERM write one in either phase"""
 
     # Data (report §2; spec §1.4 for the environment)
     env_id: str = "cartpole-swingup"
     """dm_control task (the report's SAC experiments are on cartpole swingup, its Figure 1)"""
     action_repeat: int | None = None
-    """action repeat while collecting; default: the policy checkpoint's, else the DMC scripts' default for the task (cartpole-swingup 8, spec §1.4)"""
+    """action repeat while collecting; default: the policy checkpoint's, else the task's (spec §1.4)"""
     episode_length: int = 1000
     """env steps before the time limit ends an episode (the DMC limit; shorten only for smoke tests)"""
     num_frames: int = 200_000
     """frames (agent steps) to collect (report §2: 200k)"""
     policy_checkpoint: str | None = None
-    """model.pt of sac_state.py, sac_pixels.py or drq_sac.py --save-model whose sampled actions collect the frames (the coverage hypothesis); default: uniform random actions, the report's protocol"""
+    """model.pt of sac_state.py/sac_pixels.py/drq_sac.py whose sampled actions collect; default: random (report)"""
     dataset: str | None = None
     """reuse a dataset .npz written by an earlier run instead of collecting (its frames, whatever --num-frames says)"""
     dataset_dir: str = "datasets"
@@ -62,7 +66,7 @@ class Args(run_utils.RunArgs):
 
     # Autoencoder (spec §5)
     frames_per_input: Literal[1, 3] = 1
-    """frames per encoder input: 1 = the report (one frame per latent; sac_ae.py stacks the latents of 8 steps), 3 = the SAC-AE paper's and DrQ's 3-frame stack"""
+    """frames per encoder input: 1 = the report (latents stacked later), 3 = SAC-AE's and DrQ's frame stack"""
     epochs: int = 300
     """passes over the training split (report §2: 300)"""
     batch_size: int = 128
@@ -82,17 +86,11 @@ class Args(run_utils.RunArgs):
     png_frames: int = 8
     """held-out inputs shown in reconstructions.png"""
     eval_encoder: str | None = None
-    """encoder.pt of an earlier run to evaluate on all frames of the (collected or --dataset) data instead of training one: its reconstruction MSE on frames it was not trained on (coverage hypothesis)"""
+    """encoder.pt of an earlier run to evaluate on all frames of the data instead of training one (coverage)"""
 
 
-def weight_init(m: nn.Module) -> None:
-    """Spec §1.1: orthogonal init, Linear gain 1, conv gain sqrt(2) (ReLU) on the whole kernel; biases 0."""
-    if isinstance(m, nn.Linear):
-        nn.init.orthogonal_(m.weight.data)
-        m.bias.data.fill_(0.0)
-    elif isinstance(m, nn.Conv2d):
-        nn.init.orthogonal_(m.weight.data, nn.init.calculate_gain("relu"))
-        m.bias.data.fill_(0.0)
+# ---------------------------------------------------------------------------------------------------------------
+# Networks: the DMC scripts' encoder (spec §1.1) and the SAC-AE decoder (spec §5)
 
 
 FEATURE_DIM = 50  # spec §1.1 feature_dim
@@ -130,72 +128,6 @@ class Encoder(nn.Module):
         return self.head(h)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# SAC networks (spec §1.1)
-
-
-def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-                         nn.Linear(hidden_dim, out_dim))
-
-
-class Actor(nn.Module):
-    """Tanh-squashed Gaussian policy on its own encoder; log-std squashed into [log_std_min, log_std_max]."""
-
-    def __init__(self, encoder: nn.Module, action_dim: int, hidden_dim: int = 1024,
-                 log_std_bounds: tuple[float, float] = (-10.0, 2.0)):
-        super().__init__()
-        self.encoder = encoder
-        self.trunk = mlp(encoder.feature_dim, hidden_dim, 2 * action_dim)
-        self.log_std_min, self.log_std_max = log_std_bounds
-        self.apply(weight_init)
-
-    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_std = self.trunk(self.encoder(obs, detach_conv)).chunk(2, dim=-1)
-        log_std = torch.tanh(log_std)
-        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
-        return mu, log_std
-
-
-def sample_action(mu: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor | None = None):
-    """Reparameterised tanh-Gaussian sample and its log-prob summed over action dims, with the stable
-    log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)) on the pre-tanh u, never an atanh (spec §1.1)."""
-    if noise is None:
-        noise = torch.randn_like(mu)
-    u = mu + noise * log_std.exp()
-    log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
-    log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1, keepdim=True)
-    return torch.tanh(u), log_prob
-
-
-class StateEncoder(nn.Module):
-    """No encoder on states: the features are the observation vector itself, so Actor, Critic and the update are
-    the pixel scripts' code unchanged."""
-
-    def __init__(self, obs_shape: tuple[int, ...]):
-        super().__init__()
-        self.feature_dim = obs_shape[0]
-
-    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
-        return obs.float()
-
-
-
-@torch.no_grad()
-def act(actor: Actor, obs: np.ndarray, device: torch.device, sample: bool) -> np.ndarray:
-    """Acting sees raw (unaugmented) observations: a policy sample while training, tanh(mu) when evaluating."""
-    mu, log_std = actor(torch.as_tensor(obs, device=device).unsqueeze(0))
-    action = sample_action(mu, log_std)[0] if sample else torch.tanh(mu)
-    return action[0].cpu().numpy()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The SAC-AE autoencoder (spec §5): decoder, 5-bit reconstruction target, loss and optimizers (the same block in
-# pretrain_autoencoder.py and sac_ae.py)
-
-RECONSTRUCTION_BITS = 5  # spec §5: utils.preprocess_obs(bits=5), after Glow (arXiv 1807.03039)
-
-
 def ae_weight_init(m: nn.Module) -> None:
     """SAC-AE's init (spec §5): Linear orthogonal, bias 0; conv and deconv delta-orthogonal, i.e. all taps zero
     except the centre one, which gets an orthogonal matrix with the ReLU gain (arXiv 1806.05393)."""
@@ -229,44 +161,9 @@ class Decoder(nn.Module):
         return self.deconvs[-1](x)
 
 
-def reconstruction_target(obs: torch.Tensor, bits: int = RECONSTRUCTION_BITS, noise: bool = True,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """SAC-AE's reconstruction target (spec §5, utils.preprocess_obs): reduce uint8 pixels to `bits` bits,
-    scale to [0, 1), add uniform dequantisation noise U(0, 1/2^bits), centre on 0. Only the target is quantised:
-    the encoder still sees obs / 255."""
-    bins = 2**bits
-    x = torch.floor(obs.float() / 2 ** (8 - bits)) / bins
-    if noise:
-        x = x + torch.rand(x.shape, device=x.device, generator=generator) / bins
-    return x - 0.5
-
-
-def target_to_pixels(x: torch.Tensor) -> torch.Tensor:
-    """`reconstruction_target`'s scale mapped back to grey levels 0..255 (5-bit bin k covers [8k, 8k + 8)), so
-    reconstruction errors can be reported in grey levels."""
-    return (x + 0.5) * 256.0
-
-
-def ae_loss(encoder: nn.Module, decoder: nn.Module, obs: torch.Tensor, latent_lambda: float,
-            generator: torch.Generator | None = None):
-    """SAC-AE's update_decoder loss (spec §5): MSE(decoder(h), 5-bit target) + lambda_z * mean(0.5 ||h||^2), the
-    latent L2 penalty of RAE (arXiv 1903.12436). The decoder's weight decay lives in its optimizer (Adam
-    weight_decay, as in SAC-AE). Returns (loss, reconstruction MSE, h)."""
-    h = encoder(obs)
-    rec_loss = F.mse_loss(decoder(h), reconstruction_target(obs, generator=generator))
-    latent_loss = (0.5 * h.pow(2).sum(1)).mean()
-    return rec_loss + latent_lambda * latent_loss, rec_loss, h
-
-
-def make_ae_optimizers(encoder: nn.Module, decoder: nn.Module, encoder_lr: float = 1e-3, decoder_lr: float = 1e-3,
-                       weight_lambda: float = 1e-7) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """SAC-AE (spec §5): Adam on the encoder; Adam with weight decay lambda_theta on the decoder only."""
-    return (torch.optim.Adam(encoder.parameters(), lr=encoder_lr),
-            torch.optim.Adam(decoder.parameters(), lr=decoder_lr, weight_decay=weight_lambda))
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# The frame dataset: frames stored once, stacked on demand; per-epoch MSE; figures
+# The dataset (this script's replay): frames stored once, stacked on demand
+
 
 def episode_starts(first: np.ndarray) -> np.ndarray:
     """Index of each frame's episode's first frame, from a dataset's `first` flags."""
@@ -293,34 +190,63 @@ def split_heldout(first: np.ndarray, fraction: float) -> int:
     return min(max(cut, 1), n - 1)
 
 
-def save_dataset(path: Path, frames: np.ndarray, first: np.ndarray, **meta) -> None:
-    """Compressed uint8 frames, stored once; `first` marks each episode's first frame, from which any frame stack
-    is rebuilt (`stack_frames`), so one dataset serves --frames-per-input 1 and 3."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, frames=frames, first=first, **{k: np.asarray(v) for k, v in meta.items()})
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------------------------------------------
+# The SAC-AE update (spec §5): 5-bit reconstruction target, loss, optimizers, one step (the same code in sac_ae.py)
+
+RECONSTRUCTION_BITS = 5  # spec §5: utils.preprocess_obs(bits=5), after Glow (arXiv 1807.03039)
 
 
-def load_dataset(path: Path, with_frames: bool = True):
-    """(frames, first, meta) of a dataset .npz. with_frames=False leaves the frames out (None): they take long to
-    decompress, and the rest is enough to check the file and plan the run."""
-    run_utils.require(path.is_file(), f"--dataset {path} does not exist")
-    try:
-        with np.load(path) as d:  # allow_pickle stays off: a file from elsewhere cannot run code
-            run_utils.require("frames" in d.files and "first" in d.files,
-                              f"--dataset {path} has no 'frames'/'first' arrays (not written by this script)")
-            frames = d["frames"] if with_frames else None
-            first = d["first"].astype(bool)
-            meta = {k: d[k].item() for k in d.files if k not in ("frames", "first")}
-    except Exception as exc:  # a truncated or foreign file fails in many ways
-        run_utils.fail(f"--dataset {path} is not a dataset .npz of this script ({type(exc).__name__}: "
-                       f"{first_line(exc)})")
-    if frames is not None:
-        run_utils.require(frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1] == 3
-                          and len(frames) == len(first),
-                          f"--dataset {path}: expected uint8 frames (N, 3, H, W), got {frames.dtype} {frames.shape}")
-    return frames, first, meta
+def reconstruction_target(obs: torch.Tensor, bits: int = RECONSTRUCTION_BITS, noise: bool = True,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """SAC-AE's reconstruction target (spec §5, utils.preprocess_obs): reduce uint8 pixels to `bits` bits,
+    scale to [0, 1), add uniform dequantisation noise U(0, 1/2^bits), centre on 0. Only the target is quantised:
+    the encoder still sees obs / 255."""
+    bins = 2**bits
+    x = torch.floor(obs.float() / 2 ** (8 - bits)) / bins
+    if noise:
+        x = x + torch.rand(x.shape, device=x.device, generator=generator) / bins
+    return x - 0.5
+
+
+def ae_loss(encoder: nn.Module, decoder: nn.Module, obs: torch.Tensor, latent_lambda: float,
+            generator: torch.Generator | None = None):
+    """SAC-AE's update_decoder loss (spec §5): MSE(decoder(h), 5-bit target) + lambda_z * mean(0.5 ||h||^2), the
+    latent L2 penalty of RAE (arXiv 1903.12436). The decoder's weight decay lives in its optimizer (Adam
+    weight_decay, as in SAC-AE). Returns (loss, reconstruction MSE, h)."""
+    h = encoder(obs)
+    rec_loss = F.mse_loss(decoder(h), reconstruction_target(obs, generator=generator))
+    latent_loss = (0.5 * h.pow(2).sum(1)).mean()
+    return rec_loss + latent_lambda * latent_loss, rec_loss, h
+
+
+def make_ae_optimizers(encoder: nn.Module, decoder: nn.Module, encoder_lr: float = 1e-3, decoder_lr: float = 1e-3,
+                       weight_lambda: float = 1e-7) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """SAC-AE (spec §5): Adam on the encoder; Adam with weight decay lambda_theta on the decoder only."""
+    return (torch.optim.Adam(encoder.parameters(), lr=encoder_lr),
+            torch.optim.Adam(decoder.parameters(), lr=decoder_lr, weight_decay=weight_lambda))
+
+
+def update_autoencoder(encoder: nn.Module, decoder: nn.Module, encoder_optimizer: torch.optim.Optimizer,
+                       decoder_optimizer: torch.optim.Optimizer, obs: torch.Tensor, latent_lambda: float) -> dict:
+    """One step of SAC-AE's update_decoder (spec §5): the reconstruction loss trains the encoder, head included,
+    and the decoder, each with its own optimizer. Returns tensors (no host sync)."""
+    loss, rec_loss, _ = ae_loss(encoder, decoder, obs, latent_lambda)
+    encoder_optimizer.zero_grad(set_to_none=True)
+    decoder_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    encoder_optimizer.step()
+    decoder_optimizer.step()
+    return {"losses/ae_loss": loss.detach(), "losses/reconstruction_mse": rec_loss.detach()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation: reconstruction MSE on two scales, figures
+
+
+def target_to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """`reconstruction_target`'s scale mapped back to grey levels 0..255 (5-bit bin k covers [8k, 8k + 8)), so
+    reconstruction errors can be reported in grey levels."""
+    return (x + 0.5) * 256.0
 
 
 @torch.no_grad()
@@ -346,8 +272,9 @@ def evaluate_mse(encoder: nn.Module, decoder: nn.Module, frames: torch.Tensor, s
     return sq_target.item() / count, sq_pixels.item() / count
 
 
-def save_reconstruction_png(path: Path, encoder: nn.Module, decoder: nn.Module, obs: torch.Tensor) -> None:
-    """Originals (top row) against reconstructions (bottom row): the newest frame of each input."""
+def save_figures(run_dir: Path, encoder: nn.Module, decoder: nn.Module, obs: torch.Tensor, history: list) -> None:
+    """reconstructions.png: originals (top row) over reconstructions (bottom row), the newest frame of each input;
+    with a `history`, loss_curves.png: train and held-out MSE per epoch in grey levels^2 and on the target scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,119 +282,44 @@ def save_reconstruction_png(path: Path, encoder: nn.Module, decoder: nn.Module, 
 
     with torch.no_grad():
         rec = target_to_pixels(decoder(encoder(obs))).clamp(0, 255).round().to(torch.uint8)
-    n = len(obs)
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
-    for j in range(n):
+    fig, axes = plt.subplots(2, len(obs), figsize=(1.6 * len(obs), 3.4), squeeze=False)
+    for j in range(len(obs)):
         for row, img in enumerate((obs[j, -3:], rec[j, -3:])):
             axes[row, j].imshow(img.permute(1, 2, 0).cpu().numpy())
             axes[row, j].axis("off")
         axes[0, j].set_title(f"#{j}", fontsize=8)
-    axes[0, 0].text(-8, 42, "original", rotation=90, va="center", ha="right", fontsize=8)
-    axes[1, 0].text(-8, 42, "reconstructed", rotation=90, va="center", ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def save_loss_png(path: Path, history: list) -> None:
-    """Train and held-out reconstruction MSE per epoch, in grey levels^2 (left) and on the target scale (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["ae/epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, scale, label in ((axes[0], "_255", "MSE, grey levels^2 (0..255)"), (axes[1], "", "MSE, 5-bit target scale")):
-        ax.plot(epochs, [h[f"ae/train_mse{scale}"] for h in history], marker=".", label="train")
-        ax.plot(epochs, [h[f"ae/heldout_mse{scale}"] for h in history], marker=".", label="held-out")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_yscale("log")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def save_encoder_checkpoint(path: Path, encoder: nn.Module, decoder: nn.Module, frames_per_input: int, env_id: str,
-                            extra: dict) -> None:
-    """The checkpoint sac_ae.py and drq_sac.py --encoder-path read: the encoder's state_dict (the DMC scripts'
-    Encoder class, so its weights load bit-for-bit), the decoder's (sac_ae.py --ae-mode joint continues from it)
-    and the input layout; written atomically, and loadable with weights_only=True."""
-    run_utils.save_checkpoint(path, SCRIPT, {"encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
-                                             "frames_per_input": frames_per_input, "feature_dim": FEATURE_DIM,
-                                             "env_id": env_id, **extra})
-
-
-def load_autoencoder(path: str) -> tuple[Encoder, Decoder, int]:
-    """Encoder and decoder of an encoder.pt of this script (read on the CPU with weights_only=True; a bad file is a
-    one-line error) and its frames per input."""
-    run_utils.require(Path(path).is_file(), f"--eval-encoder {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        k = ckpt["frames_per_input"]
-        encoder, decoder = Encoder((3 * k, 84, 84), ckpt["feature_dim"]), Decoder(3 * k, ckpt["feature_dim"])
-        encoder.load_state_dict(ckpt["encoder"])
-        decoder.load_state_dict(ckpt["decoder"])
-    except Exception as exc:  # a wrong file fails in many ways
-        run_utils.fail(f"--eval-encoder {path} is not an encoder.pt of pretrain_autoencoder.py "
-                       f"({type(exc).__name__}: {first_line(exc)})")
-    return encoder, decoder, k
-
-
-def first_line(exc: Exception) -> str:
-    """An exception's message cut to one short line, for one-line errors."""
-    return (str(exc).strip().splitlines() or [""])[0][:120]
+    for row, text in enumerate(("original", "reconstructed")):
+        axes[row, 0].text(-8, 42, text, rotation=90, va="center", ha="right", fontsize=8)
+    figures = [(fig, "reconstructions.png")]
+    if history:
+        epochs = [h["ae/epoch"] for h in history]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        for ax, scale, label in ((axes[0], "_255", "MSE, grey levels^2 (0..255)"), (axes[1], "", "MSE, 5-bit target scale")):
+            for split, name in (("train", "train"), ("heldout", "held-out")):
+                ax.plot(epochs, [h[f"ae/{split}_mse{scale}"] for h in history], marker=".", label=name)
+            ax.set(xlabel="epoch", ylabel=label, yscale="log")
+            ax.legend()
+        figures.append((fig, "loss_curves.png"))
+    for fig, name in figures:
+        fig.tight_layout()
+        fig.savefig(run_dir / name, dpi=100)
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Collection and training
-
-
-def load_policy(path: str, device: torch.device) -> tuple[Actor, dict, bool]:
-    """The actor of a sac_state.py / sac_pixels.py / drq_sac.py model.pt or checkpoint.pt (read with
-    weights_only=True: state dicts under "agent", the run's flags under "args"), those flags with the action repeat
-    resolved, and whether it acts on pixels (its state dict holds an encoder) or on states."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        script, state, saved = ckpt["script"], ckpt["agent"]["actor"], ckpt["args"]
-    except Exception as exc:  # a wrong file fails in many ways
-        run_utils.fail(f"--policy-checkpoint {path} is not a model.pt of sac_state.py, sac_pixels.py or drq_sac.py "
-                       f"--save-model ({type(exc).__name__}: {first_line(exc)})")
-    run_utils.require(script in POLICY_SCRIPTS, f"--policy-checkpoint {path} is a checkpoint of {script}.py; collect "
-                      "with a sac_state.py, sac_pixels.py or drq_sac.py policy")
-    run_utils.require(not any(key.startswith("encoder.encoder.") for key in state),
-                      f"--policy-checkpoint {path} acts on a pretrained encoder (drq_sac.py --encoder-path); collect "
-                      "with an end-to-end sac_state.py, sac_pixels.py or drq_sac.py policy")
-    pixels = any(key.startswith("encoder.convs.") for key in state)
-    if pixels:  # in the memory layout the policy ran in, so its actions are bitwise its own
-        encoder = Encoder((state["encoder.convs.0.weight"].shape[1], 84, 84), saved.get("feature_dim", FEATURE_DIM),
-                          channels_last=saved.get("channels_last", False))
-    else:
-        encoder = StateEncoder((state["trunk.0.weight"].shape[1],))
-    actor = Actor(encoder, state["trunk.4.weight"].shape[0] // 2, saved["hidden_dim"]).to(device)
-    actor.load_state_dict(state)
-    action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
-    return actor, {**saved, "action_repeat": action_repeat}, pixels
-
-
-def progress_line(progress: run_utils.Progress, step: int) -> str:
-    """run_utils.Progress's line without the episode return and the learning phase, which only RL runs have; a step
-    here is a frame collected or a minibatch update."""
-    return progress.line(step, None).replace(" | return n/a", "").replace("after learning starts", "n/a")
+# Environment: collecting frames with random actions or a saved policy
 
 
 def collect_frames(env_id: str, num_frames: int, seed: int, action_repeat: int, episode_length: int,
-                   actor: Actor | None, pixels: bool, device: torch.device, resume: dict | None = None,
+                   policy: Callable[[np.ndarray], np.ndarray] | None, pixels: bool, resume: dict | None = None,
                    interrupts: run_utils.Interrupts | None = None,
                    on_interrupt: Callable[[dict], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The agent's 84x84 RGB view at each of `num_frames` agent steps, (N, 3, 84, 84) uint8, and `first` (N,),
-    True at each episode's first frame. Actions: uniform in [-1, 1] without an actor, else the actor's samples
-    (as during its training). A state actor acts on states while the same camera renders the frames. When
+    True at each episode's first frame. Actions: uniform in [-1, 1] without a policy, else the policy's samples
+    (as during its training). A state policy acts on states while the same camera renders the frames. When
     `interrupts` holds a signal, `on_interrupt` gets the collection so far (it writes a checkpoint and exits);
     `resume` continues from such a state (the global RNG restored by the caller)."""
-    env = dmc_envs.make_env(env_id, seed, action_repeat, pixels=pixels or actor is None, episode_length=episode_length)
+    env = dmc_envs.make_env(env_id, seed, action_repeat, pixels=pixels or policy is None, episode_length=episode_length)
     frames = np.empty((num_frames, 3, env.image_size, env.image_size), dtype=np.uint8)
     first = np.zeros(num_frames, dtype=bool)
     if resume is None:
@@ -486,7 +338,7 @@ def collect_frames(env_id: str, num_frames: int, seed: int, action_repeat: int, 
             print("collecting: " + progress_line(progress, i), flush=True)
         frames[i] = obs[-3:] if env.pixels else env.render_frame()
         first[i] = new_episode
-        action = env.action_space.sample() if actor is None else act(actor, obs, device, sample=True)
+        action = env.action_space.sample() if policy is None else policy(obs)
         obs, _, terminated, truncated, _ = env.step(action)
         new_episode = terminated or truncated
         if new_episode:
@@ -495,54 +347,8 @@ def collect_frames(env_id: str, num_frames: int, seed: int, action_repeat: int, 
     return frames, first
 
 
-SCRIPT = Path(__file__).stem
-POLICY_SCRIPTS = ("sac_state", "sac_pixels", "drq_sac")  # the scripts whose saved actor can collect frames
-
-
-def validate(args: Args, argv: list[str], ckpt: dict | None = None) -> dict:
-    """One-line errors for bad input, before anything is written. Reads the dataset (--dataset, or the one a resumed
-    run collected), the policy and the encoder to evaluate, and returns them with the resolved settings."""
-    run_utils.positive(num_frames=args.num_frames, epochs=args.epochs, batch_size=args.batch_size,
-                       episode_length=args.episode_length, eval_frames=args.eval_frames, png_frames=args.png_frames,
-                       checkpoint_interval=args.checkpoint_interval)
-    if args.action_repeat is not None:
-        run_utils.positive(action_repeat=args.action_repeat)
-    run_utils.require(args.num_frames >= 2, f"--num-frames must be at least 2 (training and held-out frames), got "
-                      f"{args.num_frames}")
-    run_utils.require(0.0 < args.heldout_fraction < 1.0,
-                      f"--heldout-fraction must lie in (0, 1), got {args.heldout_fraction}")
-    env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
-    dataset_path = ckpt["dataset"] if ckpt and ckpt["phase"] == "train" else args.dataset
-    dataset, actor, saved, pixels, policy = None, None, {}, True, "random"
-    if dataset_path is not None:
-        dataset = load_dataset(Path(dataset_path), with_frames=False)
-        meta = dataset[2]
-        env_name = str(meta.get("env_id", env_name))
-        action_repeat = int(meta.get("action_repeat", args.action_repeat or dmc_envs.default_action_repeat(env_name)))
-        train_frames = split_heldout(dataset[1], args.heldout_fraction)
-    else:
-        if args.policy_checkpoint is not None:
-            run_utils.require(Path(args.policy_checkpoint).is_file(),
-                              f"--policy-checkpoint {args.policy_checkpoint} does not exist")
-            actor, saved, pixels = load_policy(args.policy_checkpoint, torch.device("cpu"))
-            env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
-            policy = f"policy-{Path(args.policy_checkpoint).parent.name}"
-        action_repeat = args.action_repeat or saved.get("action_repeat") or dmc_envs.default_action_repeat(env_name)
-        dataset_path = str(Path(args.dataset_dir) / f"{env_name}__{policy}__{args.num_frames}__{args.seed}.npz")
-        run_utils.check_runs_dir(args.dataset_dir, "--dataset-dir")
-        # the split falls on an episode boundary, known once the frames are collected
-        train_frames = args.num_frames - max(int(round(args.num_frames * args.heldout_fraction)), 1)
-    autoencoder = None
-    if args.eval_encoder is not None:
-        autoencoder = load_autoencoder(args.eval_encoder)
-    else:
-        run_utils.require(args.batch_size <= train_frames, f"--batch-size {args.batch_size} is larger than the "
-                          f"training split (~{train_frames} frames)")
-    run_utils.check_runs_dir(args.runs_dir)
-    run_utils.check_tracking(args.track, args.wandb_mode)
-    device = run_utils.get_device(args.cuda, "--cuda" in argv)
-    return {"env_name": env_name, "action_repeat": action_repeat, "dataset": dataset, "dataset_path": dataset_path,
-            "actor": actor, "pixels": pixels, "policy": policy, "autoencoder": autoencoder, "device": device}
+# ---------------------------------------------------------------------------------------------------------------
+# Main: collect (or load) frames, then train the autoencoder by epochs of shuffled minibatches
 
 
 def main(args: Args, argv: list[str] = ()) -> dict:
@@ -593,9 +399,12 @@ def main(args: Args, argv: list[str] = ()) -> dict:
             file = checkpoint({"phase": "collect", "collect": collected})
             interrupts.exit(collected["frames_done"], file, run_utils.resume_command(run_dir))
 
-        actor = None if cfg["actor"] is None else cfg["actor"].to(device)
+        policy = None
+        if cfg["actor"] is not None:  # the saved actor samples its actions with its own script's `act`
+            actor = cfg["actor"].to(device)
+            policy = lambda obs: cfg["act"](actor, obs, device, sample=True)  # noqa: E731
         frames, first = collect_frames(env_name, args.num_frames, args.seed, action_repeat, args.episode_length,
-                                       actor, cfg["pixels"], device, resume, interrupts, stop)
+                                       policy, cfg["pixels"], resume, interrupts, stop)
         print(f"dataset: saving {len(frames)} frames to {path} ...", flush=True)
         save_dataset(path, frames, first, env_id=env_name, policy=cfg["policy"], action_repeat=action_repeat,
                      seed=args.seed)
@@ -604,21 +413,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     frames_t = torch.as_tensor(frames, device=device)
     starts_t = torch.as_tensor(episode_starts(first), device=device)
     if cfg["autoencoder"] is not None:  # measure a trained autoencoder on these frames, train nothing
-        encoder, decoder, k = cfg["autoencoder"]
-        encoder, decoder = encoder.to(device), decoder.to(device)
-        idx = torch.arange(len(frames), device=device)
-        mse, mse_255 = evaluate_mse(encoder, decoder, frames_t, starts_t, idx, k, args.seed,
-                                    label=f"MSE of {args.eval_encoder}")
-        logger.log(0, **{"ae/eval_mse": mse, "ae/eval_mse_255": mse_255})
-        save_reconstruction_png(logger.dir / "reconstructions.png", encoder, decoder,
-                                stack_frames(frames_t, starts_t, idx[: args.png_frames], k))
-        final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "epochs": 0, "frames_per_input": k,
-                 "num_frames": len(frames), "dataset": str(path), "evaluated_encoder": args.eval_encoder,
-                 "eval_mse": mse, "eval_mse_255": mse_255, "wall_time_s": time.time() - t_start, "run_name": run_name}
-        logger.finish(final)
-        (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)
-        print(f"{args.eval_encoder} on {path}: MSE {mse:.3e} ({mse_255:.2f} grey levels^2)", flush=True)
-        return final
+        return evaluate_encoder(args, cfg, frames_t, starts_t, path, run_name, logger, t_start)
 
     k = args.frames_per_input
     cut = split_heldout(first, args.heldout_fraction)
@@ -662,13 +457,9 @@ def main(args: Args, argv: list[str] = ()) -> dict:
         if b == 0:
             train["perm"], train["running"] = torch.randperm(cut, device=device), torch.zeros((), device=device)
         obs = stack_frames(frames_t, starts_t, train["perm"][b * args.batch_size: (b + 1) * args.batch_size], k)
-        loss, rec_loss, _ = ae_loss(encoder, decoder, obs, args.decoder_latent_lambda)
-        encoder_optimizer.zero_grad(set_to_none=True)
-        decoder_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        encoder_optimizer.step()
-        decoder_optimizer.step()
-        train["running"] += rec_loss.detach()
+        metrics = update_autoencoder(encoder, decoder, encoder_optimizer, decoder_optimizer, obs,
+                                     args.decoder_latent_lambda)
+        train["running"] += metrics["losses/reconstruction_mse"]
         train["update"] += 1
         if b + 1 < n_batches:
             if progress.due():
@@ -692,9 +483,8 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     encoder_path = logger.dir / "encoder.pt"
     save_encoder_checkpoint(encoder_path, encoder, decoder, k, env_name,
                             {"dataset": str(path), "epochs": args.epochs, "run_name": run_name})
-    save_reconstruction_png(logger.dir / "reconstructions.png", encoder, decoder,
-                            stack_frames(frames_t, starts_t, heldout_idx[: args.png_frames], k))
-    save_loss_png(logger.dir / "loss_curves.png", history)
+    save_figures(logger.dir, encoder, decoder, stack_frames(frames_t, starts_t, heldout_idx[: args.png_frames], k),
+                 history)
     final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "epochs": args.epochs,
              "frames_per_input": k, "num_frames": len(frames), "train_frames": cut, "heldout_frames": len(frames) - cut,
              "dataset": str(path), "encoder_path": str(encoder_path),
@@ -704,6 +494,171 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done
     print(f"encoder -> {encoder_path}", flush=True)
     return final
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run bookkeeping: --eval-encoder, files (dataset, encoder.pt, policy), validation, the command line
+
+SCRIPT = Path(__file__).stem
+POLICY_SCRIPTS = ("sac_state", "sac_pixels", "drq_sac")  # the scripts whose saved actor can collect frames
+
+
+def evaluate_encoder(args: Args, cfg: dict, frames: torch.Tensor, starts: torch.Tensor, path: Path, run_name: str,
+                     logger: run_utils.RunLogger, t_start: float) -> dict:
+    """--eval-encoder: the reconstruction MSE of a trained autoencoder on every frame of the data; trains nothing."""
+    encoder, decoder, k = cfg["autoencoder"]
+    encoder, decoder = encoder.to(frames.device), decoder.to(frames.device)
+    idx = torch.arange(len(frames), device=frames.device)
+    mse, mse_255 = evaluate_mse(encoder, decoder, frames, starts, idx, k, args.seed, label=f"MSE of {args.eval_encoder}")
+    logger.log(0, **{"ae/eval_mse": mse, "ae/eval_mse_255": mse_255})
+    save_figures(logger.dir, encoder, decoder, stack_frames(frames, starts, idx[: args.png_frames], k), [])
+    final = {"env_id": cfg["env_name"], "algo": args.exp_name, "seed": args.seed, "epochs": 0, "frames_per_input": k,
+             "num_frames": len(frames), "dataset": str(path), "evaluated_encoder": args.eval_encoder,
+             "eval_mse": mse, "eval_mse_255": mse_255, "wall_time_s": time.time() - t_start, "run_name": run_name}
+    logger.finish(final)
+    (logger.dir / run_utils.CHECKPOINT).unlink(missing_ok=True)
+    print(f"{args.eval_encoder} on {path}: MSE {mse:.3e} ({mse_255:.2f} grey levels^2)", flush=True)
+    return final
+
+
+def save_dataset(path: Path, frames: np.ndarray, first: np.ndarray, **meta) -> None:
+    """Compressed uint8 frames, stored once; `first` marks each episode's first frame, from which any frame stack
+    is rebuilt (`stack_frames`), so one dataset serves --frames-per-input 1 and 3."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, frames=frames, first=first, **{k: np.asarray(v) for k, v in meta.items()})
+    os.replace(tmp, path)
+
+
+def load_dataset(path: Path, with_frames: bool = True):
+    """(frames, first, meta) of a dataset .npz. with_frames=False leaves the frames out (None): they take long to
+    decompress, and the rest is enough to check the file and plan the run."""
+    run_utils.require(path.is_file(), f"--dataset {path} does not exist")
+    try:
+        with np.load(path) as d:  # allow_pickle stays off: a file from elsewhere cannot run code
+            run_utils.require("frames" in d.files and "first" in d.files,
+                              f"--dataset {path} has no 'frames'/'first' arrays (not written by this script)")
+            frames = d["frames"] if with_frames else None
+            first = d["first"].astype(bool)
+            meta = {k: d[k].item() for k in d.files if k not in ("frames", "first")}
+    except Exception as exc:  # a truncated or foreign file fails in many ways
+        run_utils.fail(f"--dataset {path} is not a dataset .npz of this script ({type(exc).__name__}: "
+                       f"{first_line(exc)})")
+    if frames is not None:
+        run_utils.require(frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1] == 3
+                          and len(frames) == len(first),
+                          f"--dataset {path}: expected uint8 frames (N, 3, H, W), got {frames.dtype} {frames.shape}")
+    return frames, first, meta
+
+
+def save_encoder_checkpoint(path: Path, encoder: nn.Module, decoder: nn.Module, frames_per_input: int, env_id: str,
+                            extra: dict) -> None:
+    """What --encoder-path reads (sac_ae_frozen.py, sac_ae.py, drq_sac.py): the encoder's and the decoder's state
+    dicts and the input layout; written atomically, loadable with weights_only=True."""
+    run_utils.save_checkpoint(path, SCRIPT, {"encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
+                                             "frames_per_input": frames_per_input, "feature_dim": FEATURE_DIM,
+                                             "env_id": env_id, **extra})
+
+
+def load_autoencoder(path: str) -> tuple[Encoder, Decoder, int]:
+    """Encoder and decoder of an encoder.pt of this script (read on the CPU with weights_only=True; a bad file is a
+    one-line error) and its frames per input."""
+    run_utils.require(Path(path).is_file(), f"--eval-encoder {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        k = ckpt["frames_per_input"]
+        encoder, decoder = Encoder((3 * k, 84, 84), ckpt["feature_dim"]), Decoder(3 * k, ckpt["feature_dim"])
+        encoder.load_state_dict(ckpt["encoder"])
+        decoder.load_state_dict(ckpt["decoder"])
+    except Exception as exc:  # a wrong file fails in many ways
+        run_utils.fail(f"--eval-encoder {path} is not an encoder.pt of pretrain_autoencoder.py "
+                       f"({type(exc).__name__}: {first_line(exc)})")
+    return encoder, decoder, k
+
+
+def load_policy(path: str, device: torch.device):
+    """The script module (sac_state, sac_pixels or drq_sac) and actor of its model.pt or checkpoint.pt (read with
+    weights_only=True), the run's flags with the action repeat resolved, and whether the actor acts on pixels. The
+    actor is built by its own script's classes, so it acts bitwise as it did in its run."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        script, state, saved = ckpt["script"], ckpt["agent"]["actor"], ckpt["args"]
+    except Exception as exc:  # a wrong file fails in many ways
+        run_utils.fail(f"--policy-checkpoint {path} is not a model.pt of sac_state.py, sac_pixels.py or drq_sac.py "
+                       f"--save-model ({type(exc).__name__}: {first_line(exc)})")
+    run_utils.require(script in POLICY_SCRIPTS, f"--policy-checkpoint {path} is a checkpoint of {script}.py; collect "
+                      "with a sac_state.py, sac_pixels.py or drq_sac.py policy")
+    run_utils.require(not any(key.startswith("encoder.encoder.") for key in state),
+                      f"--policy-checkpoint {path} acts on a pretrained encoder (drq_sac.py --encoder-path); collect "
+                      "with an end-to-end sac_state.py, sac_pixels.py or drq_sac.py policy")
+    module = importlib.import_module(script)
+    pixels = any(key.startswith("encoder.convs.") for key in state)
+    if pixels:  # in the memory layout the policy ran in, so its actions are bitwise its own
+        encoder = module.Encoder((state["encoder.convs.0.weight"].shape[1], 84, 84),
+                                 saved.get("feature_dim", FEATURE_DIM), channels_last=saved.get("channels_last", False))
+    else:
+        encoder = module.StateEncoder((state["trunk.0.weight"].shape[1],))
+    actor = module.Actor(encoder, state["trunk.4.weight"].shape[0] // 2, saved["hidden_dim"]).to(device)
+    actor.load_state_dict(state)
+    action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
+    return module, actor, {**saved, "action_repeat": action_repeat}, pixels
+
+
+def first_line(exc: Exception) -> str:
+    """An exception's message cut to one short line, for one-line errors."""
+    return (str(exc).strip().splitlines() or [""])[0][:120]
+
+
+def progress_line(progress: run_utils.Progress, step: int) -> str:
+    """run_utils.Progress's line without the episode return and the learning phase, which only RL runs have; a step
+    here is a frame collected or a minibatch update."""
+    return progress.line(step, None).replace(" | return n/a", "").replace("after learning starts", "n/a")
+
+
+def validate(args: Args, argv: list[str], ckpt: dict | None = None) -> dict:
+    """One-line errors for bad input, before anything is written. Reads the dataset (--dataset, or the one a resumed
+    run collected), the policy and the encoder to evaluate, and returns them with the resolved settings."""
+    run_utils.positive(num_frames=args.num_frames, epochs=args.epochs, batch_size=args.batch_size,
+                       episode_length=args.episode_length, eval_frames=args.eval_frames, png_frames=args.png_frames,
+                       checkpoint_interval=args.checkpoint_interval)
+    if args.action_repeat is not None:
+        run_utils.positive(action_repeat=args.action_repeat)
+    run_utils.require(args.num_frames >= 2, f"--num-frames must be at least 2 (training and held-out frames), got "
+                      f"{args.num_frames}")
+    run_utils.require(0.0 < args.heldout_fraction < 1.0,
+                      f"--heldout-fraction must lie in (0, 1), got {args.heldout_fraction}")
+    env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
+    dataset_path = ckpt["dataset"] if ckpt and ckpt["phase"] == "train" else args.dataset
+    dataset, module, actor, saved, pixels, policy = None, None, None, {}, True, "random"
+    if dataset_path is not None:
+        dataset = load_dataset(Path(dataset_path), with_frames=False)
+        meta = dataset[2]
+        env_name = str(meta.get("env_id", env_name))
+        action_repeat = int(meta.get("action_repeat", args.action_repeat or dmc_envs.default_action_repeat(env_name)))
+        train_frames = split_heldout(dataset[1], args.heldout_fraction)
+    else:
+        if args.policy_checkpoint is not None:
+            run_utils.require(Path(args.policy_checkpoint).is_file(),
+                              f"--policy-checkpoint {args.policy_checkpoint} does not exist")
+            module, actor, saved, pixels = load_policy(args.policy_checkpoint, torch.device("cpu"))
+            env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
+            policy = f"policy-{Path(args.policy_checkpoint).parent.name}"
+        action_repeat = args.action_repeat or saved.get("action_repeat") or dmc_envs.default_action_repeat(env_name)
+        dataset_path = str(Path(args.dataset_dir) / f"{env_name}__{policy}__{args.num_frames}__{args.seed}.npz")
+        run_utils.check_runs_dir(args.dataset_dir, "--dataset-dir")
+        # the split falls on an episode boundary, known once the frames are collected
+        train_frames = args.num_frames - max(int(round(args.num_frames * args.heldout_fraction)), 1)
+    autoencoder = None
+    if args.eval_encoder is not None:
+        autoencoder = load_autoencoder(args.eval_encoder)
+    else:
+        run_utils.require(args.batch_size <= train_frames, f"--batch-size {args.batch_size} is larger than the "
+                          f"training split (~{train_frames} frames)")
+    run_utils.check_runs_dir(args.runs_dir)
+    run_utils.check_tracking(args.track, args.wandb_mode)
+    device = run_utils.get_device(args.cuda, "--cuda" in argv)
+    return {"env_name": env_name, "action_repeat": action_repeat, "dataset": dataset, "dataset_path": dataset_path,
+            "actor": actor, "act": module and module.act, "pixels": pixels, "policy": policy, "autoencoder": autoencoder, "device": device}
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

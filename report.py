@@ -41,7 +41,7 @@ import tyro  # noqa: E402
 PROJECT_DIR = Path(__file__).resolve().parent
 REFERENCE_DIR = PROJECT_DIR / "reference"
 ATARI_ALGOS = ("nddqn_atari", "drq_dqn")
-DMC_ALGOS = ("sac_state", "sac_pixels", "drq_sac", "sac_ae")
+DMC_ALGOS = ("sac_state", "sac_pixels", "drq_sac", "sac_ae", "sac_ae_frozen")
 # dm_control suite domains; the ones with underscores are why 'ball_in_cup_catch' cannot be split at any '_'.
 DMC_DOMAINS = ("acrobot", "ball_in_cup", "cartpole", "cheetah", "dog", "finger", "fish", "hopper", "humanoid",
                "humanoid_CMU", "lqr", "manipulator", "pendulum", "point_mass", "quadruped", "reacher", "stacker",
@@ -68,7 +68,7 @@ PUBLISHED_ATARI = (
 PUBLISHED_DMC = {
     ("drq_sac", 2, 2): "DrQ K=2,M=2",
     ("drq_sac", 1, 1): "DrQ K=1,M=1",
-    "sac_ae": "SAC-AE",
+    "sac_ae": "SAC-AE",  # sac_ae.py; sac_ae_frozen.py (the reproduction report's setup) has no published row
     "sac_state": "SAC State",
     "sac_pixels": "SAC (pixels)",
 }

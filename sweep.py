@@ -94,10 +94,10 @@ def presets() -> dict[str, Preset]:
             atari_games(), tuple(range(1, 6))),
         "dmc-planet": Preset(
             "DMC PlaNet benchmark (Table 1): 6 tasks x 10 seeds x {DrQ (K=2,M=2), SAC pixels without augmentation, "
-            "SAC+AE of Yarats et al. (--ae-mode joint), SAC state}",
-            # sac_ae.py's default mode (frozen) needs a pretrained encoder per task; joint mode is Table 1's SAC+AE.
+            "SAC+AE of Yarats et al. (sac_ae.py), SAC state}",
+            # Table 1's SAC+AE; sac_ae_frozen.py (the reproduction report's) needs a pretrained encoder per task.
             (Variant("drq_sac.py", label="DrQ"), Variant("sac_pixels.py", label="SAC pixels"),
-             Variant("sac_ae.py", ("--ae-mode", "joint"), "SAC-AE"), Variant("sac_state.py", label="SAC state")),
+             Variant("sac_ae.py", label="SAC-AE"), Variant("sac_state.py", label="SAC state")),
             PLANET_TASKS, tuple(range(1, 11))),
         "report-ablation": Preset(
             "DrQ K/M ablation: K, M in {1,2}^2 on cartpole-swingup x 10 seeds, batch 128 as the paper's ablations",

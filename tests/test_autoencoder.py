@@ -1,4 +1,5 @@
-"""Tests of the autoencoder path: pretrain_autoencoder.py, sac_ae.py and drq_sac.py --encoder-path."""
+"""Tests of the autoencoder path: pretrain_autoencoder.py, sac_ae_frozen.py, sac_ae.py and drq_sac.py --encoder-path."""
+import ast
 import json
 import os
 import subprocess
@@ -18,10 +19,9 @@ import drq_sac  # noqa: E402
 import pretrain_autoencoder as pa  # noqa: E402
 import run_utils  # noqa: E402
 import sac_ae  # noqa: E402
+import sac_ae_frozen  # noqa: E402
 import sac_pixels  # noqa: E402
 import sac_state  # noqa: E402
-
-SEP = "# " + "-" * 111 + "\n"
 
 
 def _blobs(n: int, seed: int = 0) -> np.ndarray:
@@ -146,25 +146,44 @@ def test_dataset_is_saved_compressed_uint8_and_reloads_exactly(tmp_path):
         pa.load_dataset(tmp_path / "missing.npz")
 
 
-# ---- textual alignment: the blocks copied from the DMC scripts and between the two AE scripts stay identical
-def _between(path: Path, start: str, end: str) -> str:
-    text = path.read_text()
-    a = text.index(start)
-    return text[a: text.index(end, a + len(start))]
+# ---- textual alignment: the blocks copied from the DMC scripts and between the autoencoder scripts stay identical
+def _blocks(script: str) -> dict[str, str]:
+    """Top-level functions, classes and assignments of a script, by name, as source text."""
+    source = (ROOT / script).read_text()
+    names = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names[node.name] = ast.get_source_segment(source, node)
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            names[node.targets[0].id] = ast.get_source_segment(source, node)
+    return names
 
 
-@pytest.mark.parametrize("script", ["pretrain_autoencoder.py", "sac_ae.py"])
-def test_environment_encoder_and_actor_are_verbatim_copies_of_sac_pixels(script):
-    for start, end in [(SEP + "# DeepMind Control environment", "def weight_init("),
-                       ("def weight_init(", "        return self.head(h)\n"),  # weight_init, FEATURE_DIM, Encoder
-                       (SEP + "# SAC networks", "def sample_action("),  # mlp, Actor
-                       ("def sample_action(", "\n\n\n"),
-                       ("@torch.no_grad()\ndef act(", "\n\n\n")]:
-        assert _between(ROOT / script, start, end) == _between(ROOT / "sac_pixels.py", start, end), (script, start)
-    state_encoder = ("class StateEncoder(", "\n\n\n")
-    assert _between(ROOT / script, *state_encoder) == _between(ROOT / "sac_state.py", *state_encoder)
-    ae_block = (SEP + "# The SAC-AE autoencoder", SEP)
-    assert _between(ROOT / script, *ae_block) == _between(ROOT / "pretrain_autoencoder.py", *ae_block)
+# block -> (the script that holds the reference, the scripts that must hold it identically)
+COPIES = {
+    "FEATURE_DIM": ("sac_pixels.py", ["drq_sac.py", "pretrain_autoencoder.py", "sac_ae.py", "sac_ae_frozen.py"]),
+    "Encoder": ("sac_pixels.py", ["drq_sac.py", "pretrain_autoencoder.py", "sac_ae.py", "sac_ae_frozen.py"]),
+    **{name: ("sac_pixels.py", ["sac_ae.py", "sac_ae_frozen.py"])
+       for name in ["weight_init", "mlp", "Actor", "sample_action", "Critic", "update_critic",
+                    "update_actor_and_alpha", "soft_update", "act"]},
+    **{name: ("sac_pixels.py", ["sac_ae.py"])
+       for name in ["random_shift", "ReplayBuffer", "measure_invariance", "make_env", "replay_state",
+                    "load_replay_state"]},
+    "update": ("sac_pixels.py", ["sac_ae_frozen.py"]),  # on latents the SAC step is sac_pixels.py's, unchanged
+    "StateEncoder": ("sac_state.py", ["sac_ae_frozen.py"]),
+    "load_encoder_checkpoint": ("sac_ae.py", ["sac_ae_frozen.py"]),
+    **{name: ("pretrain_autoencoder.py", ["sac_ae.py"])
+       for name in ["ae_weight_init", "Decoder", "RECONSTRUCTION_BITS", "reconstruction_target", "ae_loss",
+                    "make_ae_optimizers", "update_autoencoder"]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(COPIES))
+def test_copied_blocks_are_identical(name):
+    reference, copies = COPIES[name]
+    expected = _blocks(reference)[name]
+    drifted = [script for script in copies if _blocks(script).get(name) != expected]
+    assert not drifted, f"{name} differs from {reference}'s in {drifted}"
 
 
 # ---- the encoder checkpoint: bit-for-bit into sac_ae.py and drq_sac.py
@@ -189,10 +208,10 @@ def _assert_same_state(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("k", [1, 3])
 def test_saved_encoder_loads_bit_for_bit_into_sac_ae_sac_pixels_and_drq_sac(tmp_path, k):
     path, state = _save_encoder(tmp_path, k)
-    ckpt = sac_ae.load_encoder_checkpoint(str(path))
-    _assert_same_state(sac_ae.frozen_encoder(ckpt["encoder"], k, torch.device("cpu")).state_dict(), state)
-    # joint mode starts both encoder heads (and the tied convs) from the checkpoint, after SAC-AE's init
-    agent = sac_ae.make_agent((3 * k, 84, 84), 1, torch.device("cpu"), 32, joint=True, pretrained=ckpt)
+    ckpt = sac_ae_frozen.load_encoder_checkpoint(str(path))
+    _assert_same_state(sac_ae_frozen.frozen_encoder(ckpt["encoder"], k, torch.device("cpu")).state_dict(), state)
+    # sac_ae.py starts both encoder heads (and the tied convs) from the checkpoint, after SAC-AE's init
+    agent = sac_ae.make_agent((3 * k, 84, 84), 1, torch.device("cpu"), 32, pretrained=ckpt)
     _assert_same_state(agent.critic.encoder.state_dict(), state)
     _assert_same_state(agent.actor.encoder.state_dict(), state)
     _assert_same_state(agent.critic_target.encoder.state_dict(), state)
@@ -221,40 +240,41 @@ def test_bad_encoder_checkpoint_is_a_one_line_error(tmp_path):
         sac_ae.load_encoder_checkpoint(str(tmp_path / "model.pt"))
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
         drq_sac.pretrained_frames_per_input(str(tmp_path / "model.pt"))
-    with pytest.raises(SystemExit, match="^error: --ae-mode frozen needs --encoder-path"):
-        sac_ae.resolve_ae_args(sac_ae.Args())
+    with pytest.raises(SystemExit, match="^error: sac_ae_frozen.py needs --encoder-path"):
+        sac_ae_frozen.validate(sac_ae_frozen.Args(), [])
     path, _ = _save_encoder(tmp_path, 1)
-    with pytest.raises(SystemExit, match="^error: --latent-stack .* got 8"):
-        sac_ae.resolve_ae_args(sac_ae.Args(ae_mode="joint", encoder_path=str(path), latent_stack=8))
-    with pytest.raises(SystemExit, match="^error: --frames-per-input 3 differs"):
-        sac_ae.resolve_ae_args(sac_ae.Args(encoder_path=str(path), frames_per_input=3))
+    with pytest.raises(SystemExit, match="^error: --frames-per-input 3 differs from the encoder checkpoint's 1"):
+        sac_ae.validate(sac_ae.Args(encoder_path=str(path), frames_per_input=3), [])
+    with pytest.raises(SystemExit, match="^error: --feature-dim 32 differs from the encoder checkpoint's 50"):
+        sac_ae.validate(sac_ae.Args(encoder_path=str(path), feature_dim=32), [])
 
 
-def test_mode_defaults_follow_sac_state_and_sac_ae(tmp_path):
+def test_defaults_follow_sac_state_and_sac_ae(tmp_path):
+    frozen, state = sac_ae_frozen.Args(), sac_state.Args()
+    assert (frozen.batch_size, frozen.buffer_size, frozen.alpha_lr, frozen.latent_stack) == \
+        (state.batch_size, state.buffer_size, state.alpha_lr, 8)  # report §2: latents of the last 8 steps
     path, _ = _save_encoder(tmp_path, 1)
-    frozen, _ = sac_ae.resolve_ae_args(sac_ae.Args(encoder_path=str(path)))
-    state = sac_state.Args()
-    assert (frozen.batch_size, frozen.buffer_size, frozen.alpha_lr, frozen.latent_stack, frozen.frames_per_input) == \
-        (state.batch_size, state.buffer_size, state.alpha_lr, 8, 1)  # report §2: latents of the last 8 steps
-    joint, _ = sac_ae.resolve_ae_args(sac_ae.Args(ae_mode="joint"))
+    pretrained = sac_ae_frozen.validate(sac_ae_frozen.Args(encoder_path=str(path), runs_dir=str(tmp_path)), [])[0]
+    assert pretrained["frames_per_input"] == 1  # the checkpoint's input layout
+    joint = sac_ae.validate(sac_ae.Args(runs_dir=str(tmp_path)), [])[0]
     # spec §5 (SAC-AE train.py): batch 128, capacity 1e6, alpha lr 1e-4 with beta1 0.5, frame stack 3, encoder tau 0.05
     assert (joint.batch_size, joint.buffer_size, joint.alpha_lr, joint.alpha_beta, joint.frames_per_input,
-            joint.latent_stack, joint.encoder_tau, joint.tau) == (128, 1_000_000, 1e-4, 0.5, 3, 1, 0.05, 0.01)
-    agent = sac_ae.make_agent((9, 84, 84), 1, torch.device("cpu"), 32, joint=True, alpha_lr=1e-4, alpha_beta=0.5)
+            joint.encoder_tau, joint.tau) == (128, 1_000_000, 1e-4, 0.5, 3, 0.05, 0.01)
+    agent = sac_ae.make_agent((9, 84, 84), 1, torch.device("cpu"), 32, alpha_lr=1e-4, alpha_beta=0.5)
     assert agent.alpha_optimizer.param_groups[0]["betas"] == (0.5, 0.999)
     assert agent.decoder_optimizer.param_groups[0]["weight_decay"] == 1e-7
     conv = agent.critic.encoder.convs[2].weight.detach()  # SAC-AE's delta-orthogonal init, not DrQ's orthogonal
     assert torch.count_nonzero(conv[:, :, 0, 0]) == 0 and torch.count_nonzero(conv[:, :, 1, 1]) > 0
 
 
-# ---- frozen versus joint: who moves the encoder
+# ---- sac_ae_frozen.py versus sac_ae.py: who moves the encoder
 def _latent_env(k: int = 1, n: int = 3, episode_length: int = 24, seed: int = 0):
     """A real cartpole env (action repeat 8, episodes of 3 agent steps) behind LatentStackEnv, recording the pixel
     observations the encoder saw."""
     torch.manual_seed(0)
     encoder = pa.Encoder((3 * k, 84, 84)).requires_grad_(False)
     inner = dmc_envs.make_env("cartpole-swingup", seed, 8, pixels=True, frame_stack=k, episode_length=episode_length)
-    env = sac_ae.LatentStackEnv(inner, encoder, n, k, torch.device("cpu"))
+    env = sac_ae_frozen.LatentStackEnv(inner, encoder, n, k, torch.device("cpu"))
     seen = []
     encode = env.encode
     env.encode = lambda pixels: (seen.append(pixels.copy()), encode(pixels))[1]
@@ -288,8 +308,8 @@ def test_latent_stack_is_the_last_n_encodings_restarted_at_episode_boundaries(k)
 def test_frozen_update_changes_no_encoder_weight_but_trains_the_critic():
     env, encoder, _ = _latent_env()
     before = {key: v.clone() for key, v in encoder.state_dict().items()}
-    agent = sac_ae.make_agent(env.observation_space.shape, 1, torch.device("cpu"), 32)
-    rb = sac_ae.ReplayBuffer(100, env.observation_space.shape, 1, torch.device("cpu"), episode_len=3)
+    agent = sac_ae_frozen.make_agent(env.observation_space.shape, 1, torch.device("cpu"), 32)
+    rb = sac_ae_frozen.ReplayBuffer(100, env.observation_space.shape, 1, torch.device("cpu"), episode_len=3)
     obs, _ = env.reset(seed=0)
     stored = []
     for _ in range(12):
@@ -304,7 +324,7 @@ def test_frozen_update_changes_no_encoder_weight_but_trains_the_critic():
     np.testing.assert_array_equal(got_next.numpy(), np.stack([o for _, o in stored]))
     q_before = agent.critic.q1[0].weight.detach().clone()
     for step in range(4):
-        sac_ae.update(agent, rb, step, batch_size=4)
+        sac_ae_frozen.update(agent, rb, step, batch_size=4)
     _assert_same_state(encoder.state_dict(), before)
     assert not torch.equal(agent.critic.q1[0].weight, q_before)
     encoder_params = {id(p) for p in encoder.parameters()}
@@ -330,9 +350,9 @@ def test_drq_with_pretrained_encoder_changes_no_encoder_weight(tmp_path):
     assert not torch.equal(agent.critic.q1[0].weight, q_before)
 
 
-def test_joint_mode_critic_and_reconstruction_losses_both_move_the_encoder():
+def test_sac_ae_critic_and_reconstruction_losses_both_move_the_encoder():
     torch.manual_seed(0)
-    agent = sac_ae.make_agent((9, 84, 84), 1, torch.device("cpu"), 32, joint=True)
+    agent = sac_ae.make_agent((9, 84, 84), 1, torch.device("cpu"), 32)
     obs = torch.as_tensor(_blobs(6)).reshape(2, 9, 84, 84)
     action, reward, not_done = torch.zeros(2, 1), torch.ones(2, 1), torch.ones(2, 1)
 
@@ -343,7 +363,8 @@ def test_joint_mode_critic_and_reconstruction_losses_both_move_the_encoder():
     sac_ae.update_critic(agent, obs, action, reward, obs, not_done, 0.99)
     s1 = snapshot()
     assert not torch.equal(s1["convs.0.weight"], s0["convs.0.weight"]), "the critic loss must train the convs"
-    metrics = sac_ae.update_decoder(agent, obs, 1e-6)
+    metrics = sac_ae.update_autoencoder(agent.critic.encoder, agent.decoder, agent.encoder_optimizer,
+                                        agent.decoder_optimizer, obs, 1e-6)
     s2 = snapshot()
     assert not torch.equal(s2["convs.0.weight"], s1["convs.0.weight"]), "the reconstruction loss must train the convs"
     assert not torch.equal(s2["head.0.weight"], s1["head.0.weight"]), "...and the head"
@@ -384,14 +405,17 @@ def test_policy_checkpoint_loads_the_saved_actor_and_collects_with_it(module, tm
     # what --save-model writes: the run's flags (action repeat unresolved, None) and the agent state
     run_utils.save_checkpoint(tmp_path / "model.pt", module.SCRIPT, {"args": vars(args), "run_name": "test",
                                                                      "agent": module.agent_state(agent)})
-    actor, saved, pixels = pa.load_policy(str(tmp_path / "model.pt"), torch.device("cpu"))
-    assert pixels == (module is drq_sac) and saved["action_repeat"] == 8
+    policy_module, actor, saved, pixels = pa.load_policy(str(tmp_path / "model.pt"), torch.device("cpu"))
+    assert policy_module is module and pixels == (module is drq_sac) and saved["action_repeat"] == 8
     obs = torch.rand(3, *obs_shape) * (255 if pixels else 1)
     with torch.no_grad():  # the same actor: identical outputs
         for a, b in zip(actor(obs), agent.actor(obs)):
             assert torch.equal(a, b)
     # the collection steps a real env with the actor's sampled actions and stores the agent's 84x84 view
-    frames, first = pa.collect_frames("cartpole-swingup", 12, 0, 8, 40, actor, pixels, torch.device("cpu"))
+    def policy(obs):
+        return module.act(actor, obs, torch.device("cpu"), sample=True)
+
+    frames, first = pa.collect_frames("cartpole-swingup", 12, 0, 8, 40, policy, pixels)
     assert frames.shape == (12, 3, 84, 84) and first.tolist() == ([True] + [False] * 4) * 2 + [True, False]
     env = dmc_envs.make_env("cartpole-swingup", 0, 8, pixels=True, episode_length=40)
     np.testing.assert_array_equal(frames[0], env.reset(seed=0)[0][-3:])  # same seed, same first frame
@@ -465,13 +489,13 @@ def test_smoke_pretrain_writes_dataset_encoder_figures_and_metrics(encoders):
         assert ckpt["frames_per_input"] == k and ckpt["encoder"]["convs.0.weight"].shape[1] == 3 * k
 
 
-def test_smoke_sac_ae_frozen_and_joint_and_drq_with_pretrained_encoder(encoders, tmp_path):
+def test_smoke_sac_ae_frozen_and_sac_ae_and_drq_with_pretrained_encoder(encoders, tmp_path):
     enc1, enc3 = encoders["run1"] / "encoder.pt", encoders["run3"] / "encoder.pt"
     runs = tmp_path / "runs"
-    procs = [_start("sac_ae.py", "--encoder-path", str(enc1), "--runs-dir", str(runs), "--exp-name", "frozen",
+    procs = [_start("sac_ae_frozen.py", "--encoder-path", str(enc1), "--runs-dir", str(runs), "--exp-name", "frozen",
                     *RL_TINY),
-             _start("sac_ae.py", "--ae-mode", "joint", "--encoder-path", str(enc3), "--runs-dir", str(runs),
-                    "--exp-name", "joint", *RL_TINY),
+             _start("sac_ae.py", "--encoder-path", str(enc3), "--runs-dir", str(runs), "--exp-name", "joint",
+                    *RL_TINY),
              _start("drq_sac.py", "--encoder-path", str(enc1), "--latent-stack", "3", "--runs-dir", str(runs),
                     "--exp-name", "drq_ae", *RL_TINY)]
     for proc in procs:
@@ -488,7 +512,7 @@ def test_smoke_sac_ae_frozen_and_joint_and_drq_with_pretrained_encoder(encoders,
     args = json.loads((_single_run_dir(runs, "frozen") / "args.json").read_text())
     assert (args["latent_stack"], args["frames_per_input"], args["batch_size"]) == (8, 1, 8)
     # the saved frozen model evaluates without its encoder file (the weights travel in model.pt)
-    out = _run("sac_ae.py", "--eval-checkpoint", str(_single_run_dir(runs, "frozen") / "model.pt"),
+    out = _run("sac_ae_frozen.py", "--eval-checkpoint", str(_single_run_dir(runs, "frozen") / "model.pt"),
                "--eval-episodes", "1", "--runs-dir", str(tmp_path / "eval"))
     assert "mean return" in out
 
@@ -576,10 +600,10 @@ def _assert_same_sac_ae_run(a: Path, b: Path) -> None:
     assert not (b / "checkpoint.pt").exists()
 
 
-def test_sac_ae_joint_interrupted_inside_its_first_burst_of_updates_resumes_bitwise(tmp_path):
+def test_sac_ae_interrupted_inside_its_first_burst_of_updates_resumes_bitwise(tmp_path):
     # learning starts after 20 agent steps with SAC-AE's 20 updates at once; the 5th sends SIGTERM, so the checkpoint
     # holds the step's action and 5 updates done
-    flags = ["--ae-mode", "joint", *RL_TINY]
+    flags = RL_TINY
     _run("sac_ae.py", *flags, "--runs-dir", str(tmp_path / "straight"))
     run = _sigterm_at_call("sac_ae.py", "m", "update", 5, *flags, "--runs-dir", str(tmp_path / "cut"))
     loop = torch.load(run / "checkpoint.pt", weights_only=True)["loop"]
@@ -592,11 +616,11 @@ def test_sac_ae_frozen_resumes_bitwise_without_its_encoder_file(encoders, tmp_pa
     encoder = tmp_path / "encoder.pt"
     encoder.write_bytes((encoders["run1"] / "encoder.pt").read_bytes())
     flags = ["--encoder-path", str(encoder), *RL_TINY]
-    _run("sac_ae.py", *flags, "--runs-dir", str(tmp_path / "straight"))
-    run = _sigterm_at_call("sac_ae.py", "m", "update", 7, *flags, "--runs-dir", str(tmp_path / "cut"))
+    _run("sac_ae_frozen.py", *flags, "--runs-dir", str(tmp_path / "straight"))
+    run = _sigterm_at_call("sac_ae_frozen.py", "m", "update", 7, *flags, "--runs-dir", str(tmp_path / "cut"))
     encoder.unlink()  # the checkpoint carries the frozen encoder, so the run continues with the very same one
-    _run("sac_ae.py", "--resume", str(run))
-    _assert_same_sac_ae_run(_single_run_dir(tmp_path / "straight", "sac_ae"), run)
+    _run("sac_ae_frozen.py", "--resume", str(run))
+    _assert_same_sac_ae_run(_single_run_dir(tmp_path / "straight", "sac_ae_frozen"), run)
 
 
 def test_pretrain_interrupted_while_collecting_and_inside_an_epoch_resumes_bitwise(encoders, tmp_path):

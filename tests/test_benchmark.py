@@ -95,9 +95,9 @@ def atari_hand_count(k: int, m: int) -> dict:
     return {"fwd": [2], "bwd": [1], "fwd_equiv": [k + m], "enc_fwd": [(k + m) * B], "enc_bwd": [m * B]}
 
 
-# sac_ae.py --ae-mode joint adds SAC-AE's autoencoder step to sac_pixels' update at every step: critic.encoder and
+# sac_ae.py (sac_ae_joint) adds SAC-AE's autoencoder step to sac_pixels' update at every step: critic.encoder and
 # the decoder on the B states (2 forward calls, B conv samples with gradient) and one more backward pass.
-# --ae-mode frozen: MLPs on latent vectors, no conv: at even steps actor.trunk x2, critic.q1/q2 x2, target q1/q2
+# sac_ae_frozen.py: MLPs on latent vectors, no conv: at even steps actor.trunk x2, critic.q1/q2 x2, target q1/q2
 # = 8 calls, at odd steps 5.
 def sac_ae_hand_count(mode: str) -> dict:
     if mode == "frozen":

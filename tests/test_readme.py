@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING = ["nddqn_atari", "drq_dqn", "sac_state", "sac_pixels", "drq_sac", "sac_ae", "pretrain_autoencoder"]
+TRAINING = ["nddqn_atari", "drq_dqn", "sac_state", "sac_pixels", "drq_sac", "sac_ae", "sac_ae_frozen",
+            "pretrain_autoencoder"]
 TOOLS = ["benchmark_runtime", "report", "sweep"]
 FLAG = re.compile(r"--[a-z][a-z0-9-]*[a-z0-9]")
 

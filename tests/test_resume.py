@@ -27,8 +27,8 @@ CASES = {
     "drq_sac": (["--k", "2", "--m", "2", *DMC_TINY], 1200),
     "sac_pixels": (DMC_TINY, 1200),
     "sac_state": (DMC_TINY, 1200),
-    # joint: pixels, the decoder and SAC-AE's burst of updates as learning starts (frozen: tests/test_autoencoder.py)
-    "sac_ae": (["--ae-mode", "joint", "--total-timesteps", "480", "--learning-starts", "160", "--batch-size", "8",
+    # pixels, the decoder and SAC-AE's burst of updates as learning starts (sac_ae_frozen: tests/test_autoencoder.py)
+    "sac_ae": (["--total-timesteps", "480", "--learning-starts", "160", "--batch-size", "8",
                 "--eval-episodes", "1", "--episode-length", "80", "--eval-frequency", "240", "--buffer-size", "500",
                 "--hidden-dim", "32", "--no-cuda", "--save-model"], 480),
 }

@@ -9,14 +9,14 @@ import run_utils
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["nddqn_atari.py", "drq_dqn.py", "sac_state.py", "sac_pixels.py", "drq_sac.py", "sac_ae.py",
-           "pretrain_autoencoder.py"]
+           "sac_ae_frozen.py", "pretrain_autoencoder.py"]
 # block -> the scripts that must all hold it, identically
 SHARED = {
     "random_shift": ["drq_dqn.py", "drq_sac.py", "sac_pixels.py"],
     "ReplayBuffer": ["nddqn_atari.py", "drq_dqn.py"],
     "main": ["nddqn_atari.py", "drq_dqn.py"],
     "update_actor_and_alpha": ["sac_state.py", "sac_pixels.py", "drq_sac.py"],
-    "evaluate": ["sac_state.py", "sac_pixels.py", "drq_sac.py", "sac_ae.py"],
+    "evaluate": ["sac_state.py", "sac_pixels.py", "drq_sac.py", "sac_ae.py", "sac_ae_frozen.py"],
 }
 
 

@@ -1,0 +1,683 @@
+"""SAC+AE as the reproduction report ran it: SAC on the latents of a frozen pretrained encoder, on DeepMind Control.
+
+The report's SAC+AE (its §2): pretrain_autoencoder.py's encoder e (--encoder-path) is frozen, each agent step's
+newest frames go through it once, and the observation is z = [e(s_t-N+1), ..., e(s_t)], the latents of the last
+N = --latent-stack (8) steps. SAC learns on z with sac_state.py's networks and constants (spec/ALGORITHMS.md §1,
+"spec §x"); no gradient reaches e:
+
+    y   = r + gamma not_done (min_i Q'_i(z', a') - alpha log pi(a' | z')), a' ~ pi(z')
+    L_Q = sum_i mean_B (Q_i(z, a) - y)^2
+
+and actor and temperature learn as in SAC, on z. `diff sac_pixels.py sac_ae_frozen.py` shows what the frozen encoder
+changes (sac_ae.py: SAC+AE of Yarats et al., the encoder trained with the agent). Steps are env steps.
+
+    python sac_ae_frozen.py --encoder-path runs_ae/<run>/encoder.pt   # the report's SAC+AE on cartpole-swingup
+    python sac_ae_frozen.py --eval-checkpoint runs/<run>/model.pt     # evaluate a saved model, train nothing
+"""
+import copy
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+import dmc_envs
+import run_utils
+
+
+@dataclass
+class Args(run_utils.RunArgs):
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (used in run_name and as `algo` in final.json)"""
+    seed: int = 1
+    """seed of the experiment (torch, numpy, python and the environment)"""
+    capture_video: bool = False
+    """if toggled, record the first episode of every evaluation to runs/{run_name}/videos"""
+    save_model: bool = False
+    """if toggled, save actor, critic, target critic, temperature and the frozen encoder to runs/{run_name}/model.pt"""
+    eval_checkpoint: str | None = None
+    """path of a model.pt to load and evaluate (its env id and action repeat); no training happens"""
+    checkpoint_interval: int = 10_000
+    """env steps between full-state checkpoints in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
+
+    # Environment (spec §1.4, §6 items 3 and 5)
+    env_id: str = "cartpole-swingup"
+    """dm_control task: `cartpole-swingup` or `dm_control/cartpole-swingup-v0`"""
+    action_repeat: int | None = None
+    """env steps per agent action, rewards summed; default: the task's PlaNet-benchmark value, else 2 (spec §1.4)"""
+    episode_length: int = 1000
+    """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5)"""
+
+    # Algorithm (spec §1.2, §1.4, §6 items 4 and 7)
+    total_timesteps: int = 500_000
+    """env steps of training (the paper reports 100k and 500k)"""
+    buffer_size: int = 100_000
+    """replay capacity in transitions (agent steps) (spec §1.4)"""
+    batch_size: int = 512
+    """minibatch size: 512 in the paper's main results, 128 in the authors' config and ablations (spec §1.4)"""
+    learning_starts: int | None = None
+    """env steps of uniform random actions before the first update; default: 1000 agent steps (spec §1.4)"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.01
+    """soft-update rate of the target critic (spec §1.1)"""
+    policy_lr: float = 1e-3
+    """Adam learning rate of the actor (spec §1.4)"""
+    q_lr: float = 1e-3
+    """Adam learning rate of the critic (spec §1.4)"""
+    alpha_lr: float = 1e-3
+    """Adam learning rate of log(alpha) (spec §1.4)"""
+    init_temperature: float = 0.1
+    """initial entropy temperature alpha (spec §1.4)"""
+    policy_frequency: int = 2
+    """agent steps between actor and temperature updates (spec §1.4 actor_update_frequency)"""
+    target_network_frequency: int = 2
+    """agent steps between target-critic soft updates (spec §1.4 critic_target_update_frequency)"""
+    hidden_dim: int = 1024
+    """width of the two hidden layers of actor and Q MLPs (spec §1.1)"""
+    encoder_path: str | None = None
+    """encoder.pt of pretrain_autoencoder.py, frozen (required; report §2)"""
+    latent_stack: int = 8
+    """the observation is the latents of the last N agent steps (report §2)"""
+
+    # Evaluation (spec §1.4)
+    eval_frequency: int = 10_000
+    """env steps between evaluations (the paper's 10k); one also runs at step 0 and at the end"""
+    eval_episodes: int = 10
+    """episodes per evaluation, deterministic action tanh(mu)"""
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks (spec §1.1)
+
+
+def weight_init(m: nn.Module) -> None:
+    """Spec §1.1: orthogonal init, Linear gain 1, conv gain sqrt(2) (ReLU) on the whole kernel; biases 0."""
+    if isinstance(m, nn.Linear):
+        nn.init.orthogonal_(m.weight.data)
+        m.bias.data.fill_(0.0)
+    elif isinstance(m, nn.Conv2d):
+        nn.init.orthogonal_(m.weight.data, nn.init.calculate_gain("relu"))
+        m.bias.data.fill_(0.0)
+
+
+FEATURE_DIM = 50  # spec §1.1 feature_dim
+
+
+class Encoder(nn.Module):
+    """Spec §1.1: pixels/255 -> four 3x3 convs with 32 filters, strides 2-1-1-1, no padding, ReLU (84 -> 35) ->
+    Linear(32*35*35, 50) -> LayerNorm -> tanh. `convs` can be shared between encoders; the head cannot.
+    `channels_last` runs the convs in that memory layout: the same arithmetic, summed in another order; flatten
+    reads the result in NCHW order, so the head's weights are the same in both layouts."""
+
+    def __init__(self, obs_shape: tuple[int, ...], feature_dim: int = FEATURE_DIM, num_filters: int = 32,
+                 channels_last: bool = False):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(obs_shape[0], num_filters, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU(),
+        )
+        with torch.no_grad():
+            conv_dim = self.convs(torch.zeros(1, *obs_shape)).numel()
+        self.head = nn.Sequential(nn.Linear(conv_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+        self.feature_dim = feature_dim
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward_conv(self, obs: torch.Tensor) -> torch.Tensor:
+        # the layout changes on the uint8 frames (a byte a value, not four); the convs keep their input's layout
+        return self.convs(obs.contiguous(memory_format=self.memory_format).float() / 255.0).flatten(1)
+
+    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
+        # the actor's losses must not train the shared convs (spec §1.1): no graph through them at all
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_conv):
+            h = self.forward_conv(obs)
+        return self.head(h)
+
+
+class StateEncoder(nn.Module):
+    """No encoder on states: the features are the observation vector itself, so Actor, Critic and the update are
+    the pixel scripts' code unchanged."""
+
+    def __init__(self, obs_shape: tuple[int, ...]):
+        super().__init__()
+        self.feature_dim = obs_shape[0]
+
+    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
+        return obs.float()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SAC networks (spec §1.1)
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+                         nn.Linear(hidden_dim, out_dim))
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian policy on its own encoder; log-std squashed into [log_std_min, log_std_max]."""
+
+    def __init__(self, encoder: nn.Module, action_dim: int, hidden_dim: int = 1024,
+                 log_std_bounds: tuple[float, float] = (-10.0, 2.0)):
+        super().__init__()
+        self.encoder = encoder
+        self.trunk = mlp(encoder.feature_dim, hidden_dim, 2 * action_dim)
+        self.log_std_min, self.log_std_max = log_std_bounds
+        self.apply(weight_init)
+
+    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_std = self.trunk(self.encoder(obs, detach_conv)).chunk(2, dim=-1)
+        log_std = torch.tanh(log_std)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
+        return mu, log_std
+
+
+def sample_action(mu: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor | None = None):
+    """Reparameterised tanh-Gaussian sample and its log-prob summed over action dims, with the stable
+    log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)) on the pre-tanh u, never an atanh (spec §1.1)."""
+    if noise is None:
+        noise = torch.randn_like(mu)
+    u = mu + noise * log_std.exp()
+    log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+    log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1, keepdim=True)
+    return torch.tanh(u), log_prob
+
+
+class Critic(nn.Module):
+    """Two Q MLPs on one encoder (spec §1.1)."""
+
+    def __init__(self, encoder: nn.Module, action_dim: int, hidden_dim: int = 1024):
+        super().__init__()
+        self.encoder = encoder
+        self.q1 = mlp(encoder.feature_dim + action_dim, hidden_dim, 1)
+        self.q2 = mlp(encoder.feature_dim + action_dim, hidden_dim, 1)
+        self.apply(weight_init)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, detach_conv: bool = False):
+        h = torch.cat([self.encoder(obs, detach_conv), action], dim=-1)
+        return self.q1(h), self.q2(h)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Replay buffer: every step's latent stored once, on the training device
+
+
+class ReplayBuffer:
+    """sac_pixels.py's buffer with a step's latent (`latent_dim` floats) as its "frame": transitions of stacks of S
+    latents, each latent stored once (an episode's first latent once, not S times). Transition i keeps the ring slots
+    of its S + 1 latents, oldest first: obs = latents 0..S-1, next obs = latents 1..S, gathered at sample time. The
+    ring holds `capacity` latents plus one per episode of `episode_len` agent steps; a transition whose oldest latent
+    is overwritten is never sampled."""
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_dim: int, device: torch.device,
+                 episode_len: int = 1, latent_dim: int = FEATURE_DIM):
+        self.capacity, self.device, self.stack, self.latent_dim = capacity, device, obs_shape[0] // latent_dim, latent_dim
+        self.num_frames = capacity + math.ceil(capacity / max(episode_len, 1)) + self.stack + 1
+        self.frames = torch.empty((self.num_frames, latent_dim), dtype=torch.float32, device=device)
+        self.frame_idx = torch.zeros((capacity, self.stack + 1), dtype=torch.long, device=device)
+        self.actions = torch.zeros((capacity, action_dim), dtype=torch.float32, device=device)
+        self.rewards = torch.zeros((capacity, 1), dtype=torch.float32, device=device)
+        self.not_dones = torch.zeros((capacity, 1), dtype=torch.float32, device=device)
+        self.oldest_frame = np.zeros(capacity, dtype=np.int64)  # global frame number of each transition's frame 0
+        # global counters: frames written, transitions added, the oldest sampleable transition
+        self.frames_written = self.added = self.start = 0
+        self.current: list[int] | None = None  # global frame numbers of the current obs stack
+
+    def write_frame(self, frame: np.ndarray) -> int:
+        self.frames[self.frames_written % self.num_frames] = torch.as_tensor(frame, device=self.device)
+        self.frames_written += 1
+        return self.frames_written - 1
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, not_done: float,
+            done: bool) -> None:
+        """not_done: 0 only on a termination (the bootstrap mask); done: the episode ended (the next add starts one)."""
+        if self.current is None:
+            self.current = [self.write_frame(obs[-self.latent_dim:])] * self.stack
+        frames = self.current + [self.write_frame(next_obs[-self.latent_dim:])]
+        i = self.added % self.capacity
+        self.frame_idx[i] = torch.as_tensor(frames, device=self.device) % self.num_frames
+        self.actions[i] = torch.as_tensor(action, device=self.device)
+        self.rewards[i], self.not_dones[i], self.oldest_frame[i] = float(reward), float(not_done), frames[0]
+        self.added += 1
+        self.current = None if done else frames[1:]
+        alive = self.frames_written - self.num_frames  # frames numbered below this are overwritten
+        self.start = max(self.start, self.added - self.capacity)
+        while self.start < self.added and self.oldest_frame[self.start % self.capacity] < alive:
+            self.start += 1
+
+    def __len__(self) -> int:
+        return self.added - self.start
+
+    def get(self, idx: torch.Tensor):
+        """obs, action, reward, next_obs, not_done of buffer slots `idx`, obs stacks (n, S*D) of latents."""
+        frames = self.frames[self.frame_idx[idx]]  # (n, S+1, D)
+        obs, next_obs = frames[:, :-1].flatten(1), frames[:, 1:].flatten(1)
+        return obs, self.actions[idx], self.rewards[idx], next_obs, self.not_dones[idx]
+
+    def sample(self, batch_size: int):
+        # uniform with replacement over the sampleable transitions, as the authors' replay_buffer.sample
+        return self.get((self.start + torch.randint(0, len(self), (batch_size,), device=self.device)) % self.capacity)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The SAC update (spec §1.2 with K = M = 1 and no augmentation)
+
+
+def update_critic(agent: "Agent", obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                  next_obs: torch.Tensor, not_done: torch.Tensor, gamma: float,
+                  noise: torch.Tensor | None = None) -> dict:
+    """The critic step of spec §1.2 on the B states and next states. `noise` (B, |A|) fixes the next-action
+    samples (tests)."""
+    with torch.no_grad():  # the target, at a sampled next action
+        mu, log_std = agent.actor(next_obs)
+        next_action, log_prob = sample_action(mu, log_std, noise)
+        target_q1, target_q2 = agent.critic_target(next_obs, next_action)
+        target_v = torch.min(target_q1, target_q2) - agent.log_alpha.exp() * log_prob
+        target = reward + not_done * gamma * target_v
+    q1, q2 = agent.critic(obs, action)  # both Q heads against the target
+    loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)  # the mean over the B rows
+    agent.critic_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    agent.critic_optimizer.step()
+    return {"losses/critic_loss": loss.detach(), "losses/q": q1.detach().mean()}
+
+
+def update_actor_and_alpha(agent: "Agent", obs: torch.Tensor) -> dict:
+    """Actor and temperature losses on the states; actor and critic run on detached
+    conv features, so only the actor's own head and MLP learn here (spec §1.1, §1.2)."""
+    mu, log_std = agent.actor(obs, detach_conv=True)
+    action, log_prob = sample_action(mu, log_std)
+    q1, q2 = agent.critic(obs, action, detach_conv=True)
+    alpha = agent.log_alpha.exp()
+    actor_loss = (alpha.detach() * log_prob - torch.min(q1, q2)).mean()
+    agent.actor_optimizer.zero_grad(set_to_none=True)
+    actor_loss.backward()
+    agent.actor_optimizer.step()
+    alpha_loss = (alpha * (-log_prob - agent.target_entropy).detach()).mean()
+    agent.alpha_optimizer.zero_grad(set_to_none=True)
+    alpha_loss.backward()
+    agent.alpha_optimizer.step()
+    return {"losses/actor_loss": actor_loss.detach(), "losses/alpha_loss": alpha_loss.detach(),
+            "losses/alpha": alpha.detach(), "losses/entropy": -log_prob.detach().mean()}
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) target + tau source over all parameters, encoder included (spec §1.1)."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: float = 0.99, tau: float = 0.01,
+           policy_frequency: int = 2, target_network_frequency: int = 2) -> dict:
+    """One SAC step at agent step `step` (spec §1.2) on raw replay samples. Returns tensors (no host sync)."""
+    obs, action, reward, next_obs, not_done = rb.sample(batch_size)
+    metrics = update_critic(agent, obs, action, reward, next_obs, not_done, gamma)
+    if step % policy_frequency == 0:
+        metrics.update(update_actor_and_alpha(agent, obs))
+    if step % target_network_frequency == 0:
+        soft_update(agent.critic_target, agent.critic, tau)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation (spec §1.4)
+
+
+@torch.no_grad()
+def act(actor: Actor, obs: np.ndarray, device: torch.device, sample: bool) -> np.ndarray:
+    """Acting sees raw (unaugmented) observations: a policy sample while training, tanh(mu) when evaluating."""
+    mu, log_std = actor(torch.as_tensor(obs, device=device).unsqueeze(0))
+    action = sample_action(mu, log_std)[0] if sample else torch.tanh(mu)
+    return action[0].cpu().numpy()
+
+
+def evaluate(actor: Actor, env: dmc_envs.DMCEnv, episodes: int, device: torch.device, video_path: Path | None = None):
+    """Returns of `episodes` deterministic episodes; the first is written to `video_path` (mp4) when given. A line
+    every ~20 s says how far it is (ten pixel episodes can take half a minute on a loaded CPU)."""
+    returns, last_line = [], time.time()
+    for episode in range(episodes):
+        if time.time() - last_line > 20:
+            print(f"  evaluation: {episode}/{episodes} episodes", flush=True)
+            last_line = time.time()
+        obs, _ = env.reset()
+        frames = [env.render_frame(256)] if video_path and episode == 0 else None
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(actor, obs, device, sample=False))
+            done, total = terminated or truncated, total + reward
+            if frames is not None:
+                frames.append(env.render_frame(256))
+        returns.append(total)
+        if frames is not None:
+            import imageio
+
+            video_path.parent.mkdir(parents=True, exist_ok=True)
+            imageio.mimsave(video_path, [f.transpose(1, 2, 0) for f in frames], fps=max(int(round(env.fps)), 1))
+    return returns
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The agent: sac_state.py's networks and optimizers (spec §1.1, §1.4) on the latent stack
+
+
+@dataclass
+class Agent:
+    """What the update trains: actor, critic, target critic, temperature (MLPs; the frozen encoder is the env's)."""
+    actor: Actor
+    critic: Critic
+    critic_target: Critic
+    log_alpha: torch.Tensor
+    actor_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer
+    alpha_optimizer: torch.optim.Optimizer
+    target_entropy: float
+
+
+def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device, hidden_dim: int = 1024,
+               policy_lr: float = 1e-3, q_lr: float = 1e-3, alpha_lr: float = 1e-3,
+               init_temperature: float = 0.1) -> Agent:
+    actor = Actor(StateEncoder(obs_shape), action_dim, hidden_dim).to(device)
+    critic = Critic(StateEncoder(obs_shape), action_dim, hidden_dim).to(device)
+    critic_target = copy.deepcopy(critic).requires_grad_(False)
+    log_alpha = torch.tensor(math.log(init_temperature), device=device, requires_grad=True)
+    return Agent(actor, critic, critic_target, log_alpha, torch.optim.Adam(actor.parameters(), lr=policy_lr),
+                 torch.optim.Adam(critic.parameters(), lr=q_lr), torch.optim.Adam([log_alpha], lr=alpha_lr),
+                 target_entropy=-float(action_dim))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5) seen through the frozen encoder
+
+
+def frozen_encoder(state_dict: dict, frames_per_input: int, device: torch.device) -> Encoder:
+    """The pretrained weights in this file's Encoder class (the DMC scripts' class, so they load bit-for-bit), with
+    gradients off: no optimizer ever holds them."""
+    encoder = Encoder((3 * frames_per_input, 84, 84), state_dict["head.0.weight"].shape[0]).to(device)
+    encoder.load_state_dict(state_dict)
+    return encoder.requires_grad_(False).eval()
+
+
+class LatentStackEnv(gym.Wrapper):
+    """Frozen-encoder observations (report §2): each agent step's newest `frames_per_input` frames go through the
+    frozen encoder once, and the observation is the latents of the last `n` steps, oldest first, concatenated
+    (n x 50 floats). Reset fills the stack with copies of the first latent, as the frame stack is filled with the
+    first frame, so no latent of an earlier episode enters. As the encoder never changes, storing these vectors
+    equals re-encoding replayed frames, at one encoder pass per step instead of n per sampled transition."""
+
+    def __init__(self, env: dmc_envs.DMCEnv, encoder: Encoder, n: int, frames_per_input: int, device: torch.device):
+        super().__init__(env)
+        self.encoder, self.n, self.k, self.device = encoder, n, frames_per_input, device
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (n * encoder.feature_dim,), np.float32)
+        self.fps, self.render_frame = env.fps, env.render_frame
+        self.latents: list[np.ndarray] = []
+
+    @torch.no_grad()
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        return self.encoder(torch.as_tensor(pixels[-3 * self.k:], device=self.device).unsqueeze(0))[0].cpu().numpy()
+
+    def reset(self, **kwargs):
+        pixels, info = self.env.reset(**kwargs)
+        self.latents = [self.encode(pixels)] * self.n
+        return np.concatenate(self.latents), info
+
+    def step(self, action: np.ndarray):
+        pixels, reward, terminated, truncated, info = self.env.step(action)
+        self.latents = self.latents[1:] + [self.encode(pixels)]
+        return np.concatenate(self.latents), reward, terminated, truncated, info
+
+    def snapshot(self) -> dict:
+        # the replay in dmc_envs.DMCEnv.restore returns only the newest frame, so the older latents travel as they are
+        return run_utils.plain({"env": self.env.snapshot(), "latents": list(self.latents)})
+
+    def restore(self, snap: dict) -> np.ndarray | None:
+        obs = self.env.restore(snap["env"])
+        self.latents = [latent.numpy() for latent in snap["latents"]]
+        return None if obs is None else np.concatenate(self.latents)
+
+
+def make_env(env_name: str, seed: int, action_repeat: int, encoder: Encoder, latent_stack: int, frames_per_input: int,
+             episode_length: int, device: torch.device) -> LatentStackEnv:
+    pixels = dmc_envs.make_env(env_name, seed, action_repeat, pixels=True, frame_stack=frames_per_input,
+                               episode_length=episode_length)
+    return LatentStackEnv(pixels, encoder, latent_stack, frames_per_input, device)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The training loop (spec §1.2)
+
+
+def main(args: Args, argv: list[str] = ()):
+    """Train (or, with --eval-checkpoint, only evaluate); returns (final dict, agent, replay buffer or None)."""
+    t_start = time.time()
+    if args.eval_checkpoint:
+        return evaluate_checkpoint(args, argv)
+    ckpt = run_utils.resume(args, argv, SCRIPT, vars(Args()))
+    pretrained, env_name, action_repeat, learning_starts, device = validate(args, argv, ckpt)
+    run_utils.seed_everything(args.seed, args.torch_deterministic)
+    run_name, run_dir = run_utils.run_location(args, env_name, ckpt)
+    run_utils.announce(SCRIPT, env_name, device, run_dir,
+                       f"{args.total_timesteps} env steps (action repeat {action_repeat}), learning from step "
+                       f"{learning_starts}, {args.eval_episodes}-episode evaluations every {args.eval_frequency} "
+                       f"steps" + (f", resuming at step {ckpt['loop']['global_step']}" if ckpt else ""))
+    if args.action_repeat is None and env_name not in dmc_envs.ACTION_REPEAT:
+        print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using "
+              f"{dmc_envs.DEFAULT_ACTION_REPEAT}, the Dreamer-benchmark value (spec §1.4)", flush=True)
+    if pretrained["env_id"] != env_name:
+        print(f"note: the encoder was pretrained on {pretrained['env_id']}, not {env_name}", flush=True)
+    k = pretrained["frames_per_input"]
+    encoder = frozen_encoder(pretrained["encoder"], k, device)
+    env = make_env(env_name, args.seed, action_repeat, encoder, args.latent_stack, k, args.episode_length, device)
+    eval_env = make_env(env_name, args.seed + 10_000, action_repeat, encoder, args.latent_stack, k,
+                        args.episode_length, device)
+    obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
+    agent = make_agent(obs_shape, action_dim, device, args.hidden_dim, args.policy_lr, args.q_lr, args.alpha_lr,
+                       args.init_temperature)
+    rb = ReplayBuffer(args.buffer_size, obs_shape, action_dim, device,
+                      episode_len=math.ceil(args.episode_length / action_repeat), latent_dim=encoder.feature_dim)
+    record = run_utils.run_record(args, SCRIPT, run_name, device, action_repeat=action_repeat,
+                                  learning_starts=learning_starts, frames_per_input=k)
+    logger = run_utils.RunLogger(args, run_dir, record, resume=ckpt["logger"] if ckpt else None)
+    interrupts = run_utils.Interrupts()
+
+    def run_evaluation(global_step: int) -> list[float]:
+        t0 = time.time()
+        print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
+        video = logger.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
+        returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
+        point = {"eval/episodic_return": float(np.mean(returns)), "eval/episodic_return_std": float(np.std(returns))}
+        logger.log(global_step, **point)
+        print(f"eval at step {global_step}: return {point['eval/episodic_return']:.1f} over {len(returns)} episodes "
+              f"in {time.time() - t0:.0f} s", flush=True)
+        return returns
+
+    loop = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
+            "last_eval_step": -1, "returns": [], "metrics": {}, "next_checkpoint": args.checkpoint_interval,
+            "elapsed": 0.0}
+    if ckpt:
+        load_agent_state(agent, ckpt["agent"])
+        load_replay_state(rb, ckpt["replay"])
+        obs = env.restore(ckpt["env"])
+        eval_env.restore(ckpt["eval_env"])
+        loop = ckpt["loop"]
+        run_utils.set_rng_state(ckpt["rng"])
+    else:
+        obs, _ = env.reset(seed=args.seed)
+    t_start -= loop["elapsed"]
+    progress = run_utils.Progress(args.total_timesteps, learning_starts, loop["global_step"])
+
+    def checkpoint() -> Path:
+        path = run_dir / run_utils.CHECKPOINT
+        run_utils.save_checkpoint(path, SCRIPT, {
+            "args": vars(args), "run_name": run_name, "pretrained": pretrained, "agent": agent_state(agent),
+            "replay": replay_state(rb), "env": env.snapshot(), "eval_env": eval_env.snapshot(),
+            "rng": run_utils.rng_state(), "loop": {**loop, "elapsed": time.time() - t_start},
+            "logger": logger.position()})
+        return path
+
+    while loop["global_step"] < args.total_timesteps:
+        global_step = loop["global_step"]
+        run_utils.checkpoint_when_due(global_step, loop, args.checkpoint_interval, interrupts, checkpoint, run_dir)
+        if global_step >= loop["next_eval"]:
+            loop["returns"], loop["last_eval_step"] = run_evaluation(global_step), global_step
+            loop["next_eval"] = (global_step // args.eval_frequency + 1) * args.eval_frequency
+        # spec §1.2 order: choose the action, update, step the env, store the transition
+        if global_step < learning_starts:
+            action = env.action_space.sample()
+        else:
+            action = act(agent.actor, obs, device, sample=True)
+            loop["metrics"] |= update(agent, rb, loop["step"], args.batch_size, args.gamma, args.tau,
+                                      args.policy_frequency, args.target_network_frequency)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        # the time limit is a truncation: bootstrap through it, only a termination stops it (spec §6 item 5)
+        rb.add(obs, action, reward, next_obs, not_done=float(not terminated), done=terminated or truncated)
+        obs = next_obs
+        loop["step"] += 1
+        loop["global_step"] += info["env_steps"]
+        loop["episode_return"] += reward
+        loop["episode_length"] += info["env_steps"]
+        progress.update(loop["global_step"])
+        if terminated or truncated:
+            sps = loop["global_step"] / (time.time() - t_start)
+            logger.log(loop["global_step"], **{"charts/episodic_return": loop["episode_return"],
+                                               "charts/episodic_length": loop["episode_length"], "charts/SPS": sps},
+                       **{key: value.item() for key, value in loop["metrics"].items()})
+            print(progress.line(loop["global_step"], loop["episode_return"]), flush=True)
+            obs, _ = env.reset()
+            loop["episode_return"], loop["episode_length"] = 0.0, 0
+        elif progress.due():
+            print(progress.line(loop["global_step"], None), flush=True)
+    global_step, returns = loop["global_step"], loop["returns"]
+    if loop["last_eval_step"] != global_step:
+        returns = run_evaluation(global_step)
+
+    if args.save_model:  # the encoder's weights travel along, so --eval-checkpoint needs no encoder file
+        run_utils.save_checkpoint(logger.dir / "model.pt", SCRIPT, {"args": vars(args), "run_name": run_name,
+                                                                    **record, "agent": agent_state(agent),
+                                                                    "pretrained": pretrained})
+    final = run_utils.final_record(args, env_name, returns, t_start, run_name, k=1, m=1, ae_mode="frozen",
+                                   latent_stack=args.latent_stack, frames_per_input=k, action_repeat=action_repeat,
+                                   total_timesteps=global_step)
+    logger.finish(final)
+    (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
+    env.close()
+    eval_env.close()
+    print(f"final: mean return {final['mean_return']:.1f} +- {final['std_return']:.1f} -> {logger.dir}", flush=True)
+    return final, agent, rb
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run bookkeeping: validation, --encoder-path, --eval-checkpoint, checkpoint state, the command line
+
+SCRIPT = Path(__file__).stem
+
+
+def validate(args: Args, argv: list[str], ckpt: dict | None = None):
+    """One-line errors for bad input, before anything is written; returns the pretrained autoencoder (--encoder-path,
+    or a resumed run's copy of it) and the resolved settings: task name, action repeat, learning start, device."""
+    run_utils.positive(total_timesteps=args.total_timesteps, batch_size=args.batch_size, buffer_size=args.buffer_size,
+                       eval_episodes=args.eval_episodes, eval_frequency=args.eval_frequency,
+                       episode_length=args.episode_length, latent_stack=args.latent_stack,
+                       checkpoint_interval=args.checkpoint_interval)
+    env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
+    if args.action_repeat is not None:
+        run_utils.positive(action_repeat=args.action_repeat)
+    run_utils.require(ckpt or args.encoder_path, "sac_ae_frozen.py needs --encoder-path (an encoder.pt of "
+                      "pretrain_autoencoder.py)")
+    pretrained = ckpt["pretrained"] if ckpt else load_encoder_checkpoint(args.encoder_path)
+    action_repeat = args.action_repeat or dmc_envs.default_action_repeat(env_name)
+    learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
+    run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
+                      f"in [0, --total-timesteps {args.total_timesteps})")
+    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
+    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
+                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
+                      f"{learning_starts} env steps at action repeat {action_repeat}, "
+                      f"--buffer-size {args.buffer_size})")
+    return pretrained, env_name, action_repeat, learning_starts, run_utils.check_run_flags(args, argv)
+
+
+def load_encoder_checkpoint(path: str) -> dict:
+    """pretrain_autoencoder.py's encoder.pt, read on the CPU with weights_only=True (a file from elsewhere cannot
+    run code) and checked early: a bad file is a one-line error."""
+    run_utils.require(Path(path).is_file(), f"--encoder-path {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        Encoder((3 * ckpt["frames_per_input"], 84, 84), ckpt["feature_dim"]).load_state_dict(ckpt["encoder"])
+    except Exception as exc:  # a wrong file fails in many ways
+        run_utils.fail(f"--encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
+                       f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]})")
+    return ckpt
+
+
+def evaluate_checkpoint(args: Args, argv: list[str]):
+    """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and frozen encoder
+    (inside the file); nothing is trained."""
+    t_start = time.time()
+    run_utils.positive(eval_episodes=args.eval_episodes)
+    ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
+    saved, pretrained, device = ckpt["args"], ckpt["pretrained"], run_utils.check_run_flags(args, argv)
+    action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
+    env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
+    k = pretrained["frames_per_input"]
+    env = make_env(env_name, saved["seed"] + 10_000, action_repeat, frozen_encoder(pretrained["encoder"], k, device),
+                   saved["latent_stack"], k, saved["episode_length"], device)
+    agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"])
+    load_agent_state(agent, ckpt["agent"])
+    final = run_utils.checkpoint_evaluation(args, SCRIPT, env_name, device, t_start,
+                                            lambda video: evaluate(agent.actor, env, args.eval_episodes, device, video),
+                                            k=1, m=1, ae_mode="frozen", action_repeat=action_repeat, total_timesteps=0)
+    return final, agent, None
+
+
+AGENT_PARTS = ["critic", "actor", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer"]
+
+
+def agent_state(agent: Agent) -> dict:
+    state = {name: getattr(agent, name).state_dict() for name in AGENT_PARTS}
+    return state | {"log_alpha": agent.log_alpha.detach().clone()}
+
+
+def load_agent_state(agent: Agent, state: dict) -> None:
+    for name in AGENT_PARTS:
+        getattr(agent, name).load_state_dict(state[name])
+    with torch.no_grad():
+        agent.log_alpha.copy_(state["log_alpha"])
+
+
+def replay_state(rb: ReplayBuffer) -> dict:
+    """The replay's part of a checkpoint: the written part of each array (uint8 frames as stored) and the counters."""
+    n, f = min(rb.added, rb.capacity), min(rb.frames_written, rb.num_frames)
+    return {"frames": rb.frames[:f], "frame_idx": rb.frame_idx[:n], "actions": rb.actions[:n],
+            "rewards": rb.rewards[:n], "not_dones": rb.not_dones[:n],
+            "oldest_frame": torch.from_numpy(rb.oldest_frame[:n].copy()), "frames_written": rb.frames_written,
+            "added": rb.added, "start": rb.start, "current": rb.current}
+
+
+def load_replay_state(rb: ReplayBuffer, state: dict) -> None:
+    n, f = len(state["actions"]), len(state["frames"])
+    for name in ["frames", "frame_idx", "actions", "rewards", "not_dones"]:
+        getattr(rb, name)[: n if name != "frames" else f] = state[name]
+    rb.oldest_frame[:n] = state["oldest_frame"].numpy()
+    rb.frames_written, rb.added, rb.start, rb.current = (state["frames_written"], state["added"], state["start"],
+                                                         state["current"])
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line, parsed by tyro (sweep.py checks each cell with it before starting anything)."""
+    return tyro.cli(Args, args=argv)
+
+
+if __name__ == "__main__":
+    main(parse_args(), sys.argv[1:])
