@@ -294,7 +294,8 @@ def save_figures(run_dir: Path, encoder: nn.Module, decoder: nn.Module, obs: tor
     if history:
         epochs = [h["ae/epoch"] for h in history]
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-        for ax, scale, label in ((axes[0], "_255", "MSE, grey levels^2 (0..255)"), (axes[1], "", "MSE, 5-bit target scale")):
+        for ax, scale, label in ((axes[0], "_255", "MSE, grey levels^2 (0..255)"),
+                                 (axes[1], "", "MSE, 5-bit target scale")):
             for split, name in (("train", "train"), ("heldout", "held-out")):
                 ax.plot(epochs, [h[f"ae/{split}_mse{scale}"] for h in history], marker=".", label=name)
             ax.set(xlabel="epoch", ylabel=label, yscale="log")
@@ -354,16 +355,12 @@ def collect_frames(env_id: str, num_frames: int, seed: int, action_repeat: int, 
 def main(args: Args, argv: list[str] = ()) -> dict:
     """Collect (or load) frames, train the autoencoder, write the encoder checkpoint and figures; returns final."""
     t_start = time.time()
-    ckpt = None
-    if args.resume:
-        ckpt = run_utils.load_checkpoint(Path(args.resume) / run_utils.CHECKPOINT, SCRIPT)
-        args = run_utils.resume_args(args, ckpt, argv, vars(Args()))
+    ckpt = run_utils.resume(args, argv, SCRIPT, vars(Args()))
     cfg = validate(args, argv, ckpt)
     env_name, action_repeat, device = cfg["env_name"], cfg["action_repeat"], cfg["device"]
     path = Path(cfg["dataset_path"])
     run_utils.seed_everything(args.seed, args.torch_deterministic)
-    run_name = ckpt["run_name"] if ckpt else f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = Path(args.resume) if ckpt else Path(args.runs_dir) / run_name
+    run_name, run_dir = run_utils.run_location(args, env_name, ckpt)
     work = (f"evaluate {args.eval_encoder}" if args.eval_encoder else
             f"{args.epochs} epochs of batch {args.batch_size}, {args.frames_per_input} frame(s) per input")
     data = (f"the frames of {path}" if cfg["dataset"] is not None else
@@ -509,7 +506,8 @@ def evaluate_encoder(args: Args, cfg: dict, frames: torch.Tensor, starts: torch.
     encoder, decoder, k = cfg["autoencoder"]
     encoder, decoder = encoder.to(frames.device), decoder.to(frames.device)
     idx = torch.arange(len(frames), device=frames.device)
-    mse, mse_255 = evaluate_mse(encoder, decoder, frames, starts, idx, k, args.seed, label=f"MSE of {args.eval_encoder}")
+    mse, mse_255 = evaluate_mse(encoder, decoder, frames, starts, idx, k, args.seed,
+                                label=f"MSE of {args.eval_encoder}")
     logger.log(0, **{"ae/eval_mse": mse, "ae/eval_mse_255": mse_255})
     save_figures(logger.dir, encoder, decoder, stack_frames(frames, starts, idx[: args.png_frames], k), [])
     final = {"env_id": cfg["env_name"], "algo": args.exp_name, "seed": args.seed, "epochs": 0, "frames_per_input": k,
@@ -654,11 +652,9 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None) -> dict:
     else:
         run_utils.require(args.batch_size <= train_frames, f"--batch-size {args.batch_size} is larger than the "
                           f"training split (~{train_frames} frames)")
-    run_utils.check_runs_dir(args.runs_dir)
-    run_utils.check_tracking(args.track, args.wandb_mode)
-    device = run_utils.get_device(args.cuda, "--cuda" in argv)
     return {"env_name": env_name, "action_repeat": action_repeat, "dataset": dataset, "dataset_path": dataset_path,
-            "actor": actor, "act": module and module.act, "pixels": pixels, "policy": policy, "autoencoder": autoencoder, "device": device}
+            "actor": actor, "act": module and module.act, "pixels": pixels, "policy": policy,
+            "autoencoder": autoencoder, "device": run_utils.check_run_flags(args, argv)}
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

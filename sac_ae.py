@@ -1,20 +1,18 @@
 """SAC+AE: SAC from pixels with a convolutional autoencoder (Yarats et al., arXiv 1910.01741), on DeepMind Control.
 
-The DrQ paper's "SAC-AE" baseline (spec/ALGORITHMS.md §5, "spec §x"): sac_pixels.py's SAC, whose encoder the critic
-loss and a reconstruction loss train together, with SAC-AE's constants and initialisation. On the B states s (3
-stacked frames), h = the critic's encoder(s):
+The DrQ paper's "SAC-AE" baseline (spec/ALGORITHMS.md §5, "spec §x"): sac_pixels.py's SAC with SAC-AE's constants
+and initialisation, whose encoder the critic loss and a reconstruction loss train together; on s (3 stacked frames):
 
     y    = r + gamma not_done (min_i Q'_i(s', a') - alpha log pi(a' | s')), a' ~ pi(s')
     L_Q  = sum_i mean_B (Q_i(s, a) - y)^2
-    L_AE = mean (decoder(h) - 5-bit target of s)^2 + lambda_z mean_B 0.5 ||h||^2   (decoder: Adam weight decay)
+    L_AE = mean (decoder(h) - 5-bit target of s)^2 + lambda_z mean_B 0.5 ||h||^2,  h = the critic's encoder(s)
 
-Actor and temperature learn as in SAC; the target critic follows the Q heads at tau, the encoder at encoder_tau; as
-learning starts, one update per seed step runs at once. `diff sac_pixels.py sac_ae.py` shows what SAC+AE adds
-(sac_ae_frozen.py: the reproduction report's SAC on a frozen pretrained encoder). Steps are env steps.
+Actor and temperature learn as in SAC; the target follows the Q heads at tau, the encoder at encoder_tau; as learning
+starts, one update per seed step runs at once. `diff sac_pixels.py sac_ae.py` shows what SAC+AE adds (sac_ae_frozen.py:
+the reproduction report's SAC on a frozen pretrained encoder). Steps are env steps = agent steps x action repeat.
 
     python sac_ae.py --seed 3                                    # cartpole-swingup, 500k env steps
     python sac_ae.py --encoder-path runs_ae/<run>/encoder.pt     # start from pretrain_autoencoder.py's autoencoder
-    python sac_ae.py --eval-checkpoint runs/<run>/model.pt       # evaluate a saved model, train nothing
 """
 import copy
 import math
@@ -57,7 +55,7 @@ class Args(run_utils.RunArgs):
     episode_length: int = 1000
     """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5)"""
 
-    # Algorithm (spec §1.2, §1.4, §6 items 4 and 7)
+    # Algorithm (spec §1.2, §1.4, §5, §6 items 4 and 7)
     total_timesteps: int = 500_000
     """env steps of training (the paper reports 100k and 500k)"""
     buffer_size: int = 1_000_000
@@ -92,8 +90,6 @@ class Args(run_utils.RunArgs):
     """encoder.pt of pretrain_autoencoder.py: the encoder (both heads) and the decoder start from it (README)"""
     frames_per_input: int | None = None
     """frames per encoder input: the --encoder-path checkpoint's, else 3 (SAC-AE's frame stack, spec §5)"""
-
-    # Autoencoder (spec §5)
     encoder_tau: float = 0.05
     """soft-update rate of the target critic's encoder (SAC-AE encoder_tau, spec §5)"""
     encoder_lr: float = 1e-3
@@ -112,7 +108,6 @@ class Args(run_utils.RunArgs):
     """env steps between evaluations (the paper's 10k); one also runs at step 0 and at the end"""
     eval_episodes: int = 10
     """episodes per evaluation, deterministic action tanh(mu)"""
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -451,8 +446,6 @@ def measure_invariance(critic: Critic, obs: torch.Tensor, action: torch.Tensor, 
             "invariance/q_mse_shift_vs_none": F.mse_loss(q_a, q_0).item()}
 
 
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The agent: sac_pixels.py's networks and optimizers (spec §1.1, §1.4) with SAC-AE's init, plus the decoder (spec §5)
 
@@ -589,13 +582,11 @@ def main(args: Args, argv: list[str] = ()):
         print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
         video = logger.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
         returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        point = {"eval/episodic_return": float(np.mean(returns)), "eval/episodic_return_std": float(np.std(returns))}
-        if len(rb) > 0:
+        invariance = {}
+        if len(rb) > 0:  # report question 2, on up to 256 replayed (state, action) pairs
             obs, action, _, _, _ = rb.sample(min(args.batch_size, 256))
-            point.update(measure_invariance(agent.critic, obs, action))
-        logger.log(global_step, **point)
-        print(f"eval at step {global_step}: return {point['eval/episodic_return']:.1f} over {len(returns)} episodes "
-              f"in {time.time() - t0:.0f} s", flush=True)
+            invariance = measure_invariance(agent.critic, obs, action)
+        run_utils.log_evaluation(logger, global_step, returns, t0, **invariance)
         return returns
 
     # updated: the first updates ran; burst: set only while a checkpoint is written inside them (the step's action
@@ -603,12 +594,11 @@ def main(args: Args, argv: list[str] = ()):
     loop = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
             "last_eval_step": -1, "returns": [], "metrics": {}, "next_checkpoint": args.checkpoint_interval,
             "elapsed": 0.0, "updated": False, "burst": None}
-    if ckpt:
+    if ckpt:  # the state checkpoint() saved
         load_agent_state(agent, ckpt["agent"])
         load_replay_state(rb, ckpt["replay"])
-        obs = env.restore(ckpt["env"])
+        obs, loop = env.restore(ckpt["env"]), ckpt["loop"]
         eval_env.restore(ckpt["eval_env"])
-        loop = ckpt["loop"]
         run_utils.set_rng_state(ckpt["rng"])
     else:
         obs, _ = env.reset(seed=args.seed)
@@ -616,13 +606,9 @@ def main(args: Args, argv: list[str] = ()):
     progress = run_utils.Progress(args.total_timesteps, learning_starts, loop["global_step"])
 
     def checkpoint() -> Path:
-        path = run_dir / run_utils.CHECKPOINT
-        run_utils.save_checkpoint(path, SCRIPT, {
-            "args": vars(args), "run_name": run_name, "pretrained": pretrained, "agent": agent_state(agent),
-            "replay": replay_state(rb), "env": env.snapshot(), "eval_env": eval_env.snapshot(),
-            "rng": run_utils.rng_state(), "loop": {**loop, "elapsed": time.time() - t_start},
-            "logger": logger.position()})
-        return path
+        return run_utils.save_run_checkpoint(run_dir, SCRIPT, args, run_name, loop, t_start, logger,
+                                             pretrained=pretrained, agent=agent_state(agent), replay=replay_state(rb),
+                                             env=env.snapshot(), eval_env=eval_env.snapshot())
 
     while loop["global_step"] < args.total_timesteps:
         global_step = loop["global_step"]
@@ -718,11 +704,10 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
     learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
     run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
                       f"in [0, --total-timesteps {args.total_timesteps})")
-    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
-    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
-                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
-                      f"{learning_starts} env steps at action repeat {action_repeat}, "
-                      f"--buffer-size {args.buffer_size})")
+    held = min(math.ceil(learning_starts / action_repeat), args.buffer_size)  # transitions at the first update
+    run_utils.require(args.batch_size <= held, f"--batch-size {args.batch_size} is larger than the {held} transitions "
+                      f"the buffer holds when updates start (--learning-starts {learning_starts} env steps at action "
+                      f"repeat {action_repeat}, --buffer-size {args.buffer_size})")
     device = run_utils.check_run_flags(args, argv)
     return replace(args, frames_per_input=k), pretrained or None, env_name, action_repeat, learning_starts, device
 
@@ -744,9 +729,8 @@ def evaluate_checkpoint(args: Args, argv: list[str]):
     """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and sizes; nothing
     is trained."""
     t_start = time.time()
-    run_utils.positive(eval_episodes=args.eval_episodes)
-    ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
-    saved, device = ckpt["args"], run_utils.check_run_flags(args, argv)
+    ckpt, device = run_utils.checkpoint_to_evaluate(args, argv, SCRIPT)
+    saved = ckpt["args"]
     action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
     env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
     env = make_env(env_name, saved["seed"] + 10_000, action_repeat, saved["frames_per_input"], saved["episode_length"])

@@ -95,7 +95,6 @@ class Args(run_utils.RunArgs):
     """episodes per evaluation, deterministic action tanh(mu)"""
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Networks (spec §1.1)
 
@@ -223,7 +222,8 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_dim: int, device: torch.device,
                  episode_len: int = 1, latent_dim: int = FEATURE_DIM):
-        self.capacity, self.device, self.stack, self.latent_dim = capacity, device, obs_shape[0] // latent_dim, latent_dim
+        self.capacity, self.device, self.stack = capacity, device, obs_shape[0] // latent_dim
+        self.latent_dim = latent_dim
         self.num_frames = capacity + math.ceil(capacity / max(episode_len, 1)) + self.stack + 1
         self.frames = torch.empty((self.num_frames, latent_dim), dtype=torch.float32, device=device)
         self.frame_idx = torch.zeros((capacity, self.stack + 1), dtype=torch.long, device=device)
@@ -496,21 +496,17 @@ def main(args: Args, argv: list[str] = ()):
         print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
         video = logger.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
         returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        point = {"eval/episodic_return": float(np.mean(returns)), "eval/episodic_return_std": float(np.std(returns))}
-        logger.log(global_step, **point)
-        print(f"eval at step {global_step}: return {point['eval/episodic_return']:.1f} over {len(returns)} episodes "
-              f"in {time.time() - t0:.0f} s", flush=True)
+        run_utils.log_evaluation(logger, global_step, returns, t0)
         return returns
 
     loop = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
             "last_eval_step": -1, "returns": [], "metrics": {}, "next_checkpoint": args.checkpoint_interval,
             "elapsed": 0.0}
-    if ckpt:
+    if ckpt:  # the state checkpoint() saved
         load_agent_state(agent, ckpt["agent"])
         load_replay_state(rb, ckpt["replay"])
-        obs = env.restore(ckpt["env"])
+        obs, loop = env.restore(ckpt["env"]), ckpt["loop"]
         eval_env.restore(ckpt["eval_env"])
-        loop = ckpt["loop"]
         run_utils.set_rng_state(ckpt["rng"])
     else:
         obs, _ = env.reset(seed=args.seed)
@@ -518,13 +514,9 @@ def main(args: Args, argv: list[str] = ()):
     progress = run_utils.Progress(args.total_timesteps, learning_starts, loop["global_step"])
 
     def checkpoint() -> Path:
-        path = run_dir / run_utils.CHECKPOINT
-        run_utils.save_checkpoint(path, SCRIPT, {
-            "args": vars(args), "run_name": run_name, "pretrained": pretrained, "agent": agent_state(agent),
-            "replay": replay_state(rb), "env": env.snapshot(), "eval_env": eval_env.snapshot(),
-            "rng": run_utils.rng_state(), "loop": {**loop, "elapsed": time.time() - t_start},
-            "logger": logger.position()})
-        return path
+        return run_utils.save_run_checkpoint(run_dir, SCRIPT, args, run_name, loop, t_start, logger,
+                                             pretrained=pretrained, agent=agent_state(agent), replay=replay_state(rb),
+                                             env=env.snapshot(), eval_env=eval_env.snapshot())
 
     while loop["global_step"] < args.total_timesteps:
         global_step = loop["global_step"]
@@ -600,11 +592,10 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
     learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
     run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
                       f"in [0, --total-timesteps {args.total_timesteps})")
-    at_first_update = min(math.ceil(learning_starts / action_repeat), args.buffer_size)
-    run_utils.require(args.batch_size <= at_first_update, f"--batch-size {args.batch_size} is larger than the "
-                      f"{at_first_update} transitions the buffer holds when updates start (--learning-starts "
-                      f"{learning_starts} env steps at action repeat {action_repeat}, "
-                      f"--buffer-size {args.buffer_size})")
+    held = min(math.ceil(learning_starts / action_repeat), args.buffer_size)  # transitions at the first update
+    run_utils.require(args.batch_size <= held, f"--batch-size {args.batch_size} is larger than the {held} transitions "
+                      f"the buffer holds when updates start (--learning-starts {learning_starts} env steps at action "
+                      f"repeat {action_repeat}, --buffer-size {args.buffer_size})")
     return pretrained, env_name, action_repeat, learning_starts, run_utils.check_run_flags(args, argv)
 
 
@@ -625,9 +616,8 @@ def evaluate_checkpoint(args: Args, argv: list[str]):
     """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and frozen encoder
     (inside the file); nothing is trained."""
     t_start = time.time()
-    run_utils.positive(eval_episodes=args.eval_episodes)
-    ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
-    saved, pretrained, device = ckpt["args"], ckpt["pretrained"], run_utils.check_run_flags(args, argv)
+    ckpt, device = run_utils.checkpoint_to_evaluate(args, argv, SCRIPT)
+    saved, pretrained = ckpt["args"], ckpt["pretrained"]
     action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
     env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
     k = pretrained["frames_per_input"]
