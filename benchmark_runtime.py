@@ -229,14 +229,16 @@ def build_dqn(name: str, module_name: str, args: Args, device: torch.device, k: 
     n_actions = env.action_space.n
     env.close()
     q_network = mod.QNetwork(n_actions, padding=cfg.conv_padding).to(device)
-    target_network = mod.make_target_network(q_network, cfg)  # the online network itself when synced every step
+    # the online network itself when synced every step
+    target_network = mod.make_target_network(q_network, cfg.target_network_frequency)
+    learn = mod.make_update(cfg)  # update with cfg's hyperparameters, as main binds it
     optimizer = torch.optim.Adam(q_network.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
     rb = mod.ReplayBuffer(args.buffer_transitions, cfg.n_step, cfg.gamma, 4, device)
     fill_atari_buffer(rb, args.buffer_transitions, rng)
 
     def step(i):
         # as the training loop: sample, update, then sync a separate target network if there is one
-        mod.update(q_network, target_network, optimizer, rb.sample(b), cfg)
+        learn(q_network, target_network, optimizer, rb.sample(b))
         if target_network is not q_network and i % cfg.target_network_frequency == 0:
             mod.sync_target(target_network, q_network)
 

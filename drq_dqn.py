@@ -1,15 +1,16 @@
-"""DrQ on Atari 100k: n-step double dueling DQN ("Efficient DQN") trained on randomly shifted frames (spec §1.3, §2).
+"""Atari 100k: nddqn_atari.py is n-step double dueling DQN ("Efficient DQN", spec §2); drq_dqn.py adds DrQ to it.
 
 Kostrikov, Yarats & Fergus, "Image Augmentation Is All You Need" (ICLR 2021), §5.3; constants follow spec/ALGORITHMS.md
 ("spec §x"). The agent acts epsilon-greedily on its last 4 frames; from learning_starts on, every agent step takes one
 Adam step on n-step transitions (s, a, G = sum_i gamma^i r_i, gamma^L, s'): the Huber loss of Q(s, a) against
     y = G + gamma^L Q_target(s', argmax_a Q(s', a))    (the double-DQN target, spec §2.3).
-drq_dqn.py is nddqn_atari.py plus DrQ (`diff` them): y averaged over K random shifts of s', the loss over M random
+DrQ (drq_dqn.py; `diff` it against nddqn_atari.py): y averaged over K random shifts of s', the loss over M random
 shifts of s (spec §1.3). A recipe (spec §2.7; `--help` lists them) comes first, flags after it override its values:
     python nddqn_atari.py efficient-dqn --env-id Breakout --seed 1
     python drq_dqn.py drq-eps --env-id Breakout --seed 1
 """
 import copy
+import functools
 import math
 import sys
 import time
@@ -87,15 +88,6 @@ class Args(atari_envs.EnvArgs, run_utils.RunArgs):
     """clip the gradient norm to this value; 0 = no clipping as in dopamine (the DrQ appendix may say 10, spec §2.4)"""
     conv_padding: Literal["valid", "same"] = "valid"
     """`valid` (Nature DQN, 3136 features) or `same` (TF/flax SAME per layer as dopamine, 7744 features, spec §2.7)"""
-
-    # Final evaluation (spec §2.2, §6 item 9)
-    eval_episodes: int = 100
-    """complete games (all lives) played by the final policy"""
-    eval_steps: int = 0
-    """if > 0, evaluate for at least this many agent steps of complete games instead (the paper's 125000)"""
-    eval_epsilon: float = 0.05
-    """evaluation epsilon: 0.05 for DrQ as published, 0.001 for DrQ(eps); 1.0 plays uniformly at random"""
-
     k: int = 1
     """DrQ's K: augmented next states whose targets are averaged (spec §1.3; the paper uses K=1 on Atari, §2.1)"""
     m: int = 1
@@ -108,6 +100,14 @@ class Args(atari_envs.EnvArgs, run_utils.RunArgs):
     """one shift per image, or one per batch (dopamine's tree behind the published DrQ(eps) scores, spec §2.7)"""
     intensity_scale: float = 0.0
     """if > 0, multiply each augmented sample by 1 + scale * clip(N(0,1), -2, 2) (dopamine's 0.05, spec §2.3)"""
+
+    # Final evaluation (spec §2.2, §6 item 9)
+    eval_episodes: int = 100
+    """complete games (all lives) played by the final policy"""
+    eval_steps: int = 0
+    """if > 0, evaluate for at least this many agent steps of complete games instead (the paper's 125000)"""
+    eval_epsilon: float = 0.05
+    """evaluation epsilon: 0.05 for DrQ as published, 0.001 for DrQ(eps); 1.0 plays uniformly at random"""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -295,34 +295,33 @@ class ReplayBuffer:
 # The update (spec §2.3)
 
 
-def update(q_network: QNetwork, target_network: QNetwork, optimizer: torch.optim.Optimizer,
-           batch: dict[str, torch.Tensor], args: Args) -> tuple[torch.Tensor, torch.Tensor]:
+def update(q_network: QNetwork, target_network: QNetwork, optimizer: torch.optim.Optimizer, batch: dict,
+           k: int, m: int, augment,  # DrQ: augment(x, copies) makes the K shifted copies of s' and the M of s
+           max_grad_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on the Huber loss of Q(s, a) against the n-step double-DQN target y (module docstring);
     returns the loss and the mean Q(s, a)."""
+    next_obs, obs = augment(batch["next_obs"], k), augment(batch["obs"], m)  # K shifted copies of s', M of s
     with torch.no_grad():
-        next_obs = augment(batch["next_obs"], args.k, args.image_pad, args.intensity_scale, args.shift_range,
-                           args.shift_per)  # K shifted copies of s', copy after copy: (K * B, 4, 84, 84)
         next_q_online = q_network(next_obs)
         # with a target synced every step the target network *is* the online one: skip the duplicate forward pass
         next_q_target = next_q_online if target_network is q_network else target_network(next_obs)
         next_actions = next_q_online.argmax(dim=1, keepdim=True)
-        next_q = next_q_target.gather(1, next_actions).view(args.k, -1).mean(0)  # averaged over the K copies
+        next_q = next_q_target.gather(1, next_actions).view(k, -1).mean(0)  # the target averaged over the K copies
         target = batch["returns"] + batch["discounts"] * next_q
-    obs = augment(batch["obs"], args.m, args.image_pad, args.intensity_scale, args.shift_range, args.shift_per)
-    q = q_network(obs).gather(1, batch["actions"].repeat(args.m)[:, None]).view(args.m, -1)  # (M, B)
-    loss = F.smooth_l1_loss(q, target.expand(args.m, -1))  # averaged over the M copies and the batch
+    q = q_network(obs).gather(1, batch["actions"].repeat(m)[:, None]).view(m, -1)  # (M, B): Q on each copy of s
+    loss = F.smooth_l1_loss(q, target.expand(m, -1))  # the loss over the M copies of s (and the batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if args.max_grad_norm > 0:
-        nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
+    if max_grad_norm > 0:
+        nn.utils.clip_grad_norm_(q_network.parameters(), max_grad_norm)
     optimizer.step()
     return loss.detach(), q.detach().mean()
 
 
-def make_target_network(q_network: QNetwork, args: Args) -> QNetwork:
+def make_target_network(q_network: QNetwork, target_network_frequency: int) -> QNetwork:
     """target_network_frequency 1 (spec §2.3) syncs after every update, so the target that the next update uses
     equals the online network: return the online network itself rather than a copy that always matches it."""
-    if args.target_network_frequency == 1:
+    if target_network_frequency == 1:
         return q_network
     return copy.deepcopy(q_network).requires_grad_(False)
 
@@ -408,6 +407,13 @@ class FrameStack:
 # The training loop (spec §2.3)
 
 
+def make_update(args: Args):
+    """`update` with this run's hyperparameters bound: main calls it on the networks, the optimizer and a batch."""
+    shifts = functools.partial(augment, pad=args.image_pad, intensity_scale=args.intensity_scale,
+                               shift_range=args.shift_range, shift_per=args.shift_per)  # DrQ's augmentation
+    return functools.partial(update, k=args.k, m=args.m, augment=shifts, max_grad_norm=args.max_grad_norm)
+
+
 def learns_now(step: int, rb: ReplayBuffer, last_step: bool, args: Args) -> bool:
     """Whether an update follows the transition of agent step `step`. Counting agent steps: from step learning_starts
     on, every train_frequency steps. Counting as dopamine's agent does (spec §2.7): it trains before each action, so
@@ -432,7 +438,8 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     start_time = time.time()
     env = atari_envs.make_env(env_id, args.seed, **args.env_options())
     q_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
-    target_network = make_target_network(q_network, args)
+    target_network = make_target_network(q_network, args.target_network_frequency)
+    learn = make_update(args)  # `update` with this run's hyperparameters bound
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     rb = ReplayBuffer(args.buffer_size, args.n_step, args.gamma, 4, device, args.truncated_windows,
                       args.replay_sampling)
@@ -458,14 +465,10 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     progress = run_utils.Progress(args.total_timesteps, args.learning_starts, loop["global_step"])
 
     def checkpoint() -> Path:
-        path = run_dir / run_utils.CHECKPOINT
-        run_utils.save_checkpoint(path, SCRIPT, {
-            "args": vars(args), "run_name": run_name, "agent": agent_state(q_network, target_network, optimizer),
-            "replay": replay_state(rb), "env": env.snapshot(), "stack": stack.frames,
-            "acting_rng": rng.bit_generator.state, "rng": run_utils.rng_state(),
-            "loop": {**loop, "frame": torch.as_tensor(frame), "elapsed": time.time() - start_time},
-            "logger": logger.position()})
-        return path
+        return run_utils.save_run_checkpoint(
+            run_dir, SCRIPT, args, run_name, {**loop, "frame": torch.as_tensor(frame)}, start_time, logger,
+            agent=agent_state(q_network, target_network, optimizer), replay=replay_state(rb), env=env.snapshot(),
+            stack=stack.frames, acting_rng=rng.bit_generator.state)
 
     state, frame = stack.frames, loop["frame"].numpy()
     # with --finish-last-game, as dopamine's Runner: the game running at total_timesteps is played (and learnt) out
@@ -499,8 +502,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
 
         last_step = global_step + 1 >= args.total_timesteps and (game_ended or not args.finish_last_game)
         if learns_now(global_step, rb, last_step, args):
-            loop["loss"], loop["q_mean"] = update(q_network, target_network, optimizer, rb.sample(args.batch_size),
-                                                  args)
+            loop["loss"], loop["q_mean"] = learn(q_network, target_network, optimizer, rb.sample(args.batch_size))
             if target_network is not q_network and global_step % args.target_network_frequency == 0:
                 sync_target(target_network, q_network)
 

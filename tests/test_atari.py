@@ -129,8 +129,9 @@ def test_frame_stack_matches_buffer_stacks():
 
 # ------------------------------------------------------------------------------------------------ networks and update
 def zero_step_update(module, online, target, batch, args):
-    """module.update with a zero learning rate: its loss and mean Q, and the gradients it leaves, at unchanged weights."""
-    loss, q_mean = module.update(online, target, torch.optim.SGD(online.parameters(), lr=0.0), batch, args)
+    """module.update, bound to args' values as main binds it, with a zero learning rate: its loss and mean Q, and the
+    gradients it leaves, at unchanged weights."""
+    loss, q_mean = module.make_update(args)(online, target, torch.optim.SGD(online.parameters(), lr=0.0), batch)
     return loss, q_mean, {name: p.grad.clone() for name, p in online.named_parameters()}
 
 

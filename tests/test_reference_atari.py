@@ -175,7 +175,8 @@ def test_one_drq_eps_update_matches_dopamine(seed, monkeypatch):
     batch = {"obs": nchw(states), "next_obs": nchw(next_states), "actions": torch.from_numpy(actions).long(),
              "returns": torch.from_numpy(rewards), "discounts": discounts}
     optimizer_t = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
-    loss, _ = drq_dqn.update(q_network, drq_dqn.make_target_network(q_network, args), optimizer_t, batch, args)
+    target_network = drq_dqn.make_target_network(q_network, args.target_network_frequency)
+    loss, _ = drq_dqn.make_update(args)(q_network, target_network, optimizer_t, batch)  # binds the patched augment
 
     # the draws were dopamine's: both augmented inputs agree
     assert_close(augmented[0] / 255.0, nchw(aug_next).numpy(), "augmented next states", rtol=1e-6)

@@ -48,4 +48,4 @@ def test_atari_siblings_differ_only_by_drq():
     base, drq = top_level_sources(ROOT / "nddqn_atari.py"), top_level_sources(ROOT / "drq_dqn.py")
     assert set(drq) - set(base) == {"random_shift", "augment"}
     changed = {name for name in base if base[name] != drq[name]}
-    assert changed <= {"Args", "update", "validate", "final_evaluation"}
+    assert changed <= {"Args", "update", "make_update", "validate", "final_evaluation"}
