@@ -657,20 +657,25 @@ def section_atari(rep: Report, groups: list[Group]) -> None:
         row += [fmt(r[col]) for col, _ in PUBLISHED_ATARI]
         rows.append(row)
     summary = {"groups": {}, "published": {}}
+    # the published aggregates over the games our finished runs cover (all 26 without any), so that a figure never
+    # sets a few games of ours beside 26 of theirs
+    ours = {game for g in groups for game in hns[g.label]}
+    ref_ours = [r for r in ref if r["game"] in ours] or ref
+    summary["published_games"] = len(ref_ours)
     for name, agg in (("Median HNS", aggregate_median), ("Mean HNS", aggregate_mean)):
         row = [f"**{name}**", "", ""]
         for g in groups:
             per_game = list(hns[g.label].values())
             row.append(fmt(point_estimate(agg, per_game), 3) if per_game else "—")
         for col, _ in PUBLISHED_ATARI:
-            v = point_estimate(agg, [[human_normalized(r[col], r["random"], r["human"])] for r in ref])
+            v = point_estimate(agg, [[human_normalized(r[col], r["random"], r["human"])] for r in ref_ours])
             summary["published"].setdefault(col, {})[name.split()[0].lower()] = v
             row.append(fmt(v, 3))
         rows.append(row)
     rep.add("### Table 1 layout: mean final score over seeds", "",
             "Our columns: mean over finished seeds of each run's final evaluation return, with the number of seeds "
-            "(incomplete runs are named, not scored). Aggregates over the games with finished runs (all 26 for "
-            "the published columns). Published columns: reference/atari_100k_scores.csv (spec §2.5, §2.6; the "
+            "(incomplete runs are named, not scored). Aggregates over the games with finished runs; the published "
+            f"columns' over the same {summary['published_games']} games (all 26 when no run has finished). Published columns: reference/atari_100k_scores.csv (spec §2.5, §2.6; the "
             "reproduction report's Table 1). HNS here is recomputed with the standard human/random table (spec "
             "§3) for every column.", "",
             md_table(header, rows), "")
@@ -725,7 +730,8 @@ def section_atari_aggregates(rep: Report, groups: list[Group], hns: dict, summar
             "no width.", "",
             md_table(["group", "games", "seeds per game", "median", "mean", "IQM", "optimality gap"], rows), "")
 
-    pub = [(col, f"published: {name}") for col, name in PUBLISHED_ATARI]
+    n_pub = summary["published_games"]
+    pub = [(col, f"published: {name} ({plural(n_pub, 'game')})") for col, name in PUBLISHED_ATARI]
     # One fixed x range for all panels, from 0 (or below, if a CI is) to human level 1 (or above): a narrow
     # autozoomed axis would make small differences between groups look large.
     ends = [b for g in groups for k in ("median", "mean", "iqm") for b in summary["groups"][g.label][k]["ci95"]]

@@ -555,3 +555,19 @@ def test_merge_code_versions_from_the_command_line(tmp_path):
         summary = json.loads((tmp_path / "o" / "summary.json").read_text())
         assert len(summary["groups"]) == groups
     assert summary["dmc"]["cartpole-swingup"]["sac_state"]["final_mean"] == pytest.approx(150.0)
+
+
+def test_published_aggregates_cover_the_same_games_as_ours(evidence):
+    """Our aggregates cover the games our runs finished; the published ones beside them must cover the same games,
+    else a figure sets a few games of ours against 26 of theirs."""
+    out, md, summary, figures, written, atari = evidence
+    ours = {game for _, game in atari}
+    ref = {r["game"]: r for r in REF}
+    for column in ("drq_eps_100runs", "der_reported"):
+        hns = [(float(ref[g][column]) - float(ref[g]["random"])) / (float(ref[g]["human"]) - float(ref[g]["random"]))
+               for g in sorted(ours)]
+        assert summary["atari"]["published"][column]["median"] == pytest.approx(float(np.median(hns)))
+        assert summary["atari"]["published"][column]["mean"] == pytest.approx(float(np.mean(hns)))
+    assert summary["atari"]["published_games"] == len(ours) < 26
+    assert f"({len(ours)} games)" in " ".join(t.get_text() for ax in figures["atari_aggregates.png"].axes
+                                              for t in ax.get_yticklabels())
