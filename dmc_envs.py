@@ -7,6 +7,8 @@ import os
 # dm_control picks its GL backend at import time; EGL renders headless (also on CPU through Mesa).
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import math  # noqa: E402
+import time  # noqa: E402
 import warnings  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
@@ -152,3 +154,55 @@ def make_env(env_id: str, seed: int, action_repeat: int, pixels: bool, frame_sta
                          "fall back to software rendering: apt-get install libosmesa6 and rerun with "
                          "MUJOCO_GL=osmesa") from None
     return env
+
+
+def run_episodes(env: DMCEnv, policy, episodes: int, video_path=None) -> list[float]:
+    """The returns of `episodes` whole episodes of `policy(obs) -> action`; the first is written to `video_path`
+    (mp4, 256x256) when given. A line every ~20 s says how far it is (ten pixel episodes can take half a minute on
+    a loaded CPU)."""
+    returns, last_line = [], time.time()
+    for episode in range(episodes):
+        if time.time() - last_line > 20:
+            print(f"  evaluation: {episode}/{episodes} episodes", flush=True)
+            last_line = time.time()
+        obs, _ = env.reset()
+        frames = [env.render_frame(256)] if video_path and episode == 0 else None
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            done, total = terminated or truncated, total + reward
+            if frames is not None:
+                frames.append(env.render_frame(256))
+        returns.append(total)
+        if frames is not None:
+            import imageio
+
+            video_path.parent.mkdir(parents=True, exist_ok=True)
+            imageio.mimsave(video_path, [f.transpose(1, 2, 0) for f in frames], fps=max(int(round(env.fps)), 1))
+    return returns
+
+
+def run_plan(args, env_name: str, action_repeat: int, learning_starts: int) -> str:
+    """What a DMC training run will do, for its first line; notes a task outside the PlaNet action-repeat table."""
+    if args.action_repeat is None and env_name not in ACTION_REPEAT:
+        print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using {DEFAULT_ACTION_REPEAT}, "
+              "the Dreamer-benchmark value (spec §1.4)", flush=True)
+    return (f"{args.total_timesteps} env steps (action repeat {action_repeat}), learning from step {learning_starts}, "
+            f"{args.eval_episodes}-episode evaluations every {args.eval_frequency} steps")
+
+
+def resolve_schedule(args) -> tuple[str, int, int]:
+    """A DMC training run's task name, action repeat and learning start from its flags (None: the defaults of
+    spec §1.4), with one-line errors for values that cannot run."""
+    env_name = "-".join(resolve_env_id(args.env_id))
+    if args.action_repeat is not None:
+        run_utils.positive(action_repeat=args.action_repeat)
+    action_repeat = args.action_repeat or default_action_repeat(env_name)
+    learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
+    run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
+                      f"in [0, --total-timesteps {args.total_timesteps})")
+    held = min(math.ceil(learning_starts / action_repeat), args.buffer_size)  # transitions at the first update
+    run_utils.require(args.batch_size <= held, f"--batch-size {args.batch_size} is larger than the {held} transitions "
+                      f"the buffer holds when updates start (--learning-starts {learning_starts} env steps at action "
+                      f"repeat {action_repeat}, --buffer-size {args.buffer_size})")
+    return env_name, action_repeat, learning_starts

@@ -574,6 +574,34 @@ def load_autoencoder(path: str) -> tuple[Encoder, Decoder, int]:
     return encoder, decoder, k
 
 
+class PretrainedEncoder(nn.Module):
+    """--encoder-path of sac_pixels.py and drq_sac.py, the report's "DrQ on SAC+AE" (§2, §4): this file's Encoder
+    (`pretrained`, loaded and frozen by their make_agent) on each of the last `latent_stack` steps (step j: frames
+    j .. j + F - 1), the latents concatenated; one shift moves all frames."""
+
+    def __init__(self, path: str, latent_stack: int, channels_last: bool = False):
+        super().__init__()
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        self.k, self.n, self.pretrained = ckpt["frames_per_input"], latent_stack, ckpt["encoder"]
+        self.encoder = Encoder((3 * self.k, 84, 84), ckpt["feature_dim"], channels_last=channels_last)
+        self.feature_dim = latent_stack * self.encoder.feature_dim
+
+    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
+        b, _, h, w = obs.shape
+        channels = torch.arange(3 * self.k, device=obs.device) + 3 * torch.arange(self.n, device=obs.device)[:, None]
+        with torch.no_grad():  # the N steps' inputs batched as B * N
+            return self.encoder(obs[:, channels.flatten()].reshape(b * self.n, 3 * self.k, h, w)).reshape(b, -1)
+
+
+def pretrained_frames_per_input(path: str) -> int:
+    """Frames per input of pretrain_autoencoder.py's encoder.pt, checked early: a bad file is a one-line error."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["frames_per_input"])
+    except Exception as exc:  # a missing or wrong file fails in many ways
+        raise SystemExit(f"error: --encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
 def load_policy(path: str, device: torch.device):
     """The script module (sac_state, sac_pixels or drq_sac) and actor of its model.pt or checkpoint.pt (read with
     weights_only=True), the run's flags with the action repeat resolved, and whether the actor acts on pixels. The

@@ -5,6 +5,7 @@ stay in each script, so an algorithm is still read in one file.
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import difflib
 import json
@@ -279,6 +280,59 @@ def checkpoint_evaluation(args, script: str, env_id: str, device: torch.device, 
     return final
 
 
+class Run:
+    """One training run's bookkeeping, none of it part of the algorithm: where the run lives (a new
+    {runs_dir}/{run_name}, or the resumed run's folder), args.json and metrics.jsonl (`logger`), the training loop's
+    counters (`loop`: `loop_start` for a new run, the checkpoint's for a resumed one; saved whole in each
+    checkpoint), SIGINT/SIGTERM (`interrupts`), progress lines, checkpoint.pt, and the end (model.pt, final.json)."""
+
+    def __init__(self, args, script: str, env_id: str, device: torch.device, ckpt: dict | None, plan: str,
+                 loop_start: dict, t_start: float, **resolved):
+        self.args, self.script, self.env_id = args, script, env_id
+        self.name, self.dir = run_location(args, env_id, ckpt)
+        announce(script, env_id, device, self.dir,
+                 plan + (f", resuming at step {ckpt['loop']['global_step']}" if ckpt else ""))
+        self.record = run_record(args, script, self.name, device, **resolved)
+        self.logger = RunLogger(args, self.dir, self.record, resume=ckpt["logger"] if ckpt else None)
+        self.interrupts = Interrupts()
+        self.loop = ckpt["loop"] if ckpt else {**copy.deepcopy(loop_start),
+                                               "next_checkpoint": args.checkpoint_interval, "elapsed": 0.0}
+        self.t_start = t_start - self.loop["elapsed"]  # wall time counts the earlier segments of a resumed run
+        learning_starts = resolved.get("learning_starts", args.learning_starts)  # the script's resolved value
+        self.progress = Progress(args.total_timesteps, learning_starts, self.loop["global_step"])
+
+    def checkpoint(self, **state) -> Path:
+        """checkpoint.pt: the flags, the script's `state` (agent, replay, envs), the RNGs, `loop`, the logs' position."""
+        return save_run_checkpoint(self.dir, self.script, self.args, self.name, self.loop, self.t_start, self.logger,
+                                   **state)
+
+    def checkpoint_when_due(self, step: int, state) -> None:
+        """Every --checkpoint-interval steps, and after SIGINT/SIGTERM (then exits): checkpoint(**state())."""
+        checkpoint_when_due(step, self.loop, self.args.checkpoint_interval, self.interrupts,
+                            lambda: self.checkpoint(**state()), self.dir)
+
+    def log_episode(self, step: int, episode_return: float, episode_length: int, metrics: dict) -> None:
+        """An episode's point in metrics.jsonl, with the latest update's `metrics` (tensors: synced here only)."""
+        sps = step / (time.time() - self.t_start)
+        self.logger.log(step, **{"charts/episodic_return": episode_return, "charts/episodic_length": episode_length,
+                                 "charts/SPS": sps}, **{key: value.item() for key, value in metrics.items()})
+        print(self.progress.line(step, episode_return), flush=True)
+
+    def save_model(self, **state) -> None:
+        """--save-model: model.pt, the flags and resolved settings with `state` (the trained networks)."""
+        if self.args.save_model:
+            save_checkpoint(self.dir / "model.pt", self.script, {"args": vars(self.args), "run_name": self.name,
+                                                                 **self.record, **state})
+
+    def finish(self, returns: list[float], **fields) -> dict:
+        """final.json (final_record with the script's `fields`); the checkpoint goes: its replay need not stay."""
+        final = final_record(self.args, self.env_id, returns, self.t_start, self.name, **fields)
+        self.logger.finish(final)
+        (self.dir / CHECKPOINT).unlink(missing_ok=True)
+        print(f"final: mean return {final['mean_return']:.1f} +- {final['std_return']:.1f} -> {self.dir}", flush=True)
+        return final
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Progress a person can follow
 
@@ -453,6 +507,41 @@ def save_run_checkpoint(run_dir: Path, script: str, args, run_name: str, loop: d
     save_checkpoint(path, script, {"args": vars(args), "run_name": run_name, **state, "rng": rng_state(),
                                    "loop": {**loop, "elapsed": time.time() - t_start}, "logger": logger.position()})
     return path
+
+
+def parts_state(obj, names: list[str]) -> dict:
+    """The checkpoint state of `obj`'s named parts: state_dict() of a module or optimizer, a copy of a tensor."""
+    parts = {name: getattr(obj, name) for name in names}
+    return {name: part.detach().clone() if isinstance(part, torch.Tensor) else part.state_dict()
+            for name, part in parts.items()}
+
+
+def load_parts_state(obj, state: dict) -> None:
+    """The inverse of parts_state, in the saved order."""
+    for name, value in state.items():
+        part = getattr(obj, name)
+        if isinstance(part, torch.Tensor):
+            with torch.no_grad():
+                part.copy_(value)
+        else:
+            part.load_state_dict(value)
+
+
+def rows_state(buffer, rows: dict[str, int], counters: list[str]) -> dict:
+    """A replay buffer's part of a checkpoint: the first rows[name] rows of each named array (the written part, as
+    stored) and the named counters."""
+    return {name: getattr(buffer, name)[:n] for name, n in rows.items()} | {c: getattr(buffer, c) for c in counters}
+
+
+def load_rows_state(buffer, state: dict, rows: list[str]) -> None:
+    """The inverse of rows_state: the named arrays' rows written back in place, every other entry set."""
+    for name, value in state.items():
+        if name in rows:
+            target = getattr(buffer, name)
+            tensor_into_array = isinstance(target, np.ndarray) and isinstance(value, torch.Tensor)
+            target[: len(value)] = value.numpy() if tensor_into_array else value
+        else:
+            setattr(buffer, name, value)
 
 
 def checkpoint_to_evaluate(args, argv: list[str], script: str) -> tuple[dict, torch.device]:

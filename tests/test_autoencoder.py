@@ -239,7 +239,7 @@ def test_bad_encoder_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
         sac_ae.load_encoder_checkpoint(str(tmp_path / "model.pt"))
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
-        drq_sac.pretrained_frames_per_input(str(tmp_path / "model.pt"))
+        pa.pretrained_frames_per_input(str(tmp_path / "model.pt"))
     with pytest.raises(SystemExit, match="^error: sac_ae_frozen.py needs --encoder-path"):
         sac_ae_frozen.validate(sac_ae_frozen.Args(), [])
     path, _ = _save_encoder(tmp_path, 1)
