@@ -167,8 +167,7 @@ COPIES = {
        for name in ["weight_init", "mlp", "Actor", "sample_action", "Critic", "update_critic",
                     "update_actor_and_alpha", "soft_update", "act"]},
     **{name: ("sac_pixels.py", ["sac_ae.py"])
-       for name in ["random_shift", "ReplayBuffer", "measure_invariance", "make_env", "replay_state",
-                    "load_replay_state"]},
+       for name in ["random_shift", "ReplayBuffer", "measure_invariance", "make_env", "replay_state"]},
     "update": ("sac_pixels.py", ["sac_ae_frozen.py"]),  # on latents the SAC step is sac_pixels.py's, unchanged
     "StateEncoder": ("sac_state.py", ["sac_ae_frozen.py"]),
     "load_encoder_checkpoint": ("sac_ae.py", ["sac_ae_frozen.py"]),
