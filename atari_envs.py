@@ -1,8 +1,11 @@
 """Atari games for the Atari scripts (nddqn_atari, drq_dqn) and the human-normalised score (spec §2.3, §2.7, §3):
 gymnasium's ALE env without sticky actions, frame skip 4 with a max-pool, grayscale 84x84, no-ops at reset (as
 gymnasium's AtariPreprocessing or, behind flags, as dopamine's Atari 100k runner), and a recorder that carries the game
-in progress through a checkpoint. Not part of any algorithm: both scripts play the same games, so it is written once."""
+in progress through a checkpoint. Then the run bookkeeping both scripts share: the recipes (RECIPES, tyro
+subcommands), the flags' one-line errors, final.json of the final evaluation, and the Q-network's checkpoint state.
+Not part of any algorithm: both scripts play the same games and keep the same books, so it is written once."""
 import csv
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -10,6 +13,7 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 import torch
+import tyro
 
 import run_utils
 
@@ -181,3 +185,108 @@ def human_normalized_score(game: str, score: float) -> float | None:
         return None
     rand, human = table[game]
     return (score - rand) / (human - rand)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run bookkeeping of both Atari scripts: recipes, one-line errors, the final evaluation's final.json, checkpoints
+
+# dopamine's Atari 100k agent as it produced the published DrQ(eps) scores (labs/atari_100k at 8de9df0); spec §2.7
+# cites the file of every value, and each value is a flag of its own
+DOPAMINE_EPS = dict(end_e=0.01, eval_epsilon=0.001, conv_padding="same", noop_mode="dopamine",
+                    life_loss_ends_frame_skip=True, max_episode_frames=0, max_episode_steps=27_000,
+                    finish_last_game=True, buffer_size=1_000_000, truncated_windows="drop", replay_sampling="dopamine",
+                    step_counting="dopamine")
+# The Atari recipes (tyro subcommands), one table shared by both scripts: name -> (script, description, values).
+RECIPES = {
+    "efficient-dqn": ("nddqn_atari", "the DrQ paper's Efficient DQN baseline, DrQ without augmentation (spec §2.1)",
+                      {}),
+    "efficient-dqn-eps": ("nddqn_atari", "dopamine's configs/DrQ_eps.gin with data_augmentation = False (spec §2.7)",
+                          DOPAMINE_EPS),
+    "drq": ("drq_dqn", "DrQ with the paper's Atari settings (spec §2.1-2.4)", {}),
+    "drq-eps": ("drq_dqn", "DrQ(eps): dopamine's configs/DrQ_eps.gin and agent, value for value (spec §2.7)",
+                {**DOPAMINE_EPS, "intensity_scale": 0.05, "shift_range": "asymmetric", "shift_per": "batch"}),
+}
+
+
+def parse_recipe_args(args_type, script: str, argv: list[str] | None = None):
+    """The command line of `script`: one of its RECIPES (a tyro subcommand; args_type's own if none is named), then
+    flags that override its values."""
+    mine = {name: (doc, args_type(recipe=name, **values)) for name, (owner, doc, values) in RECIPES.items()
+            if owner == script}
+    recipes = tyro.extras.subcommand_type_from_defaults({name: args for name, (_, args) in mine.items()},
+                                                       {name: doc for name, (doc, _) in mine.items()},
+                                                       prefix_names=False)
+    return tyro.cli(recipes, args=argv, default=mine[args_type.recipe][1], config=(tyro.conf.CascadeSubcommandArgs,))
+
+
+def check_flags(args, argv: list[str]) -> tuple[str, torch.device]:
+    """The one-line errors of an Atari script's flags after its positive counts: the game, the learning schedule
+    against the buffer, the epsilons, the evaluation and the game caps, then the bookkeeping flags. Returns the game's
+    gymnasium id and the device."""
+    env_id = resolve_env_id(args.env_id)
+    run_utils.require(args.n_step < args.learning_starts < args.total_timesteps,
+                      f"--learning-starts {args.learning_starts} must exceed --n-step {args.n_step} (a complete n-step "
+                      f"transition must exist when updates begin) and be below --total-timesteps "
+                      f"{args.total_timesteps}")
+    run_utils.require(args.batch_size <= min(args.learning_starts, args.buffer_size),
+                      f"--batch-size {args.batch_size} is larger than the "
+                      f"{min(args.learning_starts, args.buffer_size)} transitions the buffer holds when updates start")
+    run_utils.require(args.buffer_size > args.n_step + 4, f"--buffer-size {args.buffer_size} cannot hold an n-step "
+                      "transition")
+    run_utils.require(0.0 <= args.eval_epsilon <= 1.0 and 0.0 <= args.end_e <= 1.0,
+                      "--eval-epsilon and --end-e must lie in [0, 1]")
+    run_utils.require(args.eval_episodes >= 1 or args.eval_steps >= 1,
+                      "--eval-episodes must be positive (or set --eval-steps)")
+    run_utils.require(min(args.noop_max, args.max_episode_frames, args.max_episode_steps) >= 0,
+                      "--noop-max, --max-episode-frames and --max-episode-steps must be >= 0")
+    return env_id, run_utils.check_run_flags(args, argv)
+
+
+def final_evaluation(args, env_id: str, logger: run_utils.RunLogger, play, trained_steps: int, start_time: float,
+                     **fields) -> dict | None:
+    """The final evaluation (spec §2.2): `play(video_dir or None)` gives the scores and agent steps of the games, or
+    None when interrupted (then this returns None); final.json holds them with the script's `fields`."""
+    what = f"{args.eval_steps} agent steps of complete games" if args.eval_steps > 0 else f"{args.eval_episodes} games"
+    print(f"final evaluation: {what} at epsilon {args.eval_epsilon} ...", flush=True)
+    t0 = time.time()
+    result = play(str(logger.dir / "videos") if args.capture_video else None)
+    if result is None:
+        return None
+    returns, steps = result
+    mean_return = float(np.mean(returns)) if returns else float("nan")
+    hns = human_normalized_score(env_id.removesuffix("NoFrameskip-v4"), mean_return)
+    final = {"env_id": env_id, "algo": args.exp_name, "recipe": args.recipe, "seed": args.seed,
+             "total_timesteps": trained_steps, "eval_episodes": len(returns), "eval_steps": steps,
+             "eval_epsilon": args.eval_epsilon, "end_e": args.end_e, **fields,
+             "mean_return": mean_return, "std_return": float(np.std(returns)) if returns else float("nan"),
+             "returns": returns, "hns": hns, "wall_time_s": time.time() - start_time,
+             "run_name": logger.header["run_name"]}
+    if args.eval_checkpoint:
+        final["evaluated_checkpoint"] = str(args.eval_checkpoint)
+    path = logger.finish(final)
+    print(f"final evaluation: {len(returns)} games in {time.time() - t0:.0f} s, mean return {mean_return:.1f}, "
+          f"HNS {hns} -> {path}", flush=True)
+    return final
+
+
+def trained_game_actions(args, ckpt: dict, env_id: str) -> int:
+    """--eval-checkpoint: the action count of the checkpoint's game, a one-line error unless it is `env_id`."""
+    trained_on = resolve_env_id(ckpt["args"]["env_id"])
+    run_utils.require(trained_on == env_id, f"checkpoint was trained on {trained_on}, not {env_id}")
+    env = make_env(env_id, args.seed, **args.env_options())
+    n_actions = env.action_space.n
+    env.close()
+    return n_actions
+
+
+def agent_state(q_network, target_network, optimizer: torch.optim.Optimizer) -> dict:
+    """A DQN agent's part of a checkpoint; no target network's when the target is the online network itself."""
+    return {"q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),
+            "target_network": None if target_network is q_network else target_network.state_dict()}
+
+
+def load_agent_state(state: dict, q_network, target_network, optimizer: torch.optim.Optimizer) -> None:
+    q_network.load_state_dict(state["q_network"])
+    optimizer.load_state_dict(state["optimizer"])
+    if target_network is not q_network:
+        target_network.load_state_dict(state["target_network"])

@@ -33,7 +33,7 @@ SCRIPT = Path(__file__).stem
 @dataclass
 class Args(atari_envs.EnvArgs, run_utils.RunArgs):
     recipe: tyro.conf.Suppress[str] = "drq"
-    """the named recipe these values start from (a subcommand, RECIPES below; spec §2.7), recorded in args.json"""
+    """the named recipe these values start from (a subcommand, atari_envs.RECIPES; spec §2.7), recorded in args.json"""
     exp_name: str = SCRIPT
     """the name of this experiment (used in run_name and as `algo` in final.json)"""
     seed: int = 1
@@ -431,11 +431,10 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     ckpt = run_utils.resume(args, argv, SCRIPT, vars(Args()))
     env_id, device = validate(args, argv)
     run_utils.seed_everything(args.seed, args.torch_deterministic)
-    run_name, run_dir = run_utils.run_location(args, env_id, ckpt)
-    run_utils.announce(f"{SCRIPT} ({args.recipe})", env_id, device, run_dir,
-                       f"{args.total_timesteps} agent steps, learning from step {args.learning_starts}, then the "
-                       "final evaluation" + (f", resuming at step {ckpt['loop']['global_step']}" if ckpt else ""))
-    start_time = time.time()
+    run = run_utils.Run(args, SCRIPT, env_id, device, ckpt, f"recipe {args.recipe}: {args.total_timesteps} agent "
+                        f"steps, learning from step {args.learning_starts}, then the final evaluation", LOOP_START,
+                        time.time())
+    loop, progress = run.loop, run.progress
     env = atari_envs.make_env(env_id, args.seed, **args.env_options())
     q_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
     target_network = make_target_network(q_network, args.target_network_frequency)
@@ -444,37 +443,29 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     rb = ReplayBuffer(args.buffer_size, args.n_step, args.gamma, 4, device, args.truncated_windows,
                       args.replay_sampling)
     stack, rng = FrameStack(4, device), np.random.default_rng(args.seed)
-    logger = run_utils.RunLogger(args, run_dir, run_utils.run_record(args, SCRIPT, run_name, device),
-                                 resume=ckpt["logger"] if ckpt else None)
-    interrupts = run_utils.Interrupts()
     if ckpt:  # all the run's state: resuming is bitwise the run that was never stopped (tests/test_resume.py)
-        load_agent_state(ckpt["agent"], q_network, target_network, optimizer)
-        load_replay_state(rb, ckpt["replay"])
+        atari_envs.load_agent_state(ckpt["agent"], q_network, target_network, optimizer)
+        run_utils.load_rows_state(rb, ckpt["replay"], REPLAY_ARRAYS)
+        rb.recent_slots = [tuple(r) for r in rb.recent_slots]  # (row, slot) pairs
         env.restore(ckpt["env"])
         stack.frames.copy_(ckpt["stack"])
         rng.bit_generator.state = run_utils.numpy_state(ckpt["acting_rng"])
         run_utils.set_rng_state(ckpt["rng"])
-        loop = ckpt["loop"]
     else:
         frame, info = env.reset(seed=args.seed)
         stack.reset(frame)
-        loop = {"global_step": 0, "frame": torch.as_tensor(frame), "lives": info["lives"], "first": True,
-                "score": 0.0, "length": 0, "recent": [], "loss": None, "q_mean": None, "game_ended": False,
-                "next_checkpoint": args.checkpoint_interval, "elapsed": 0.0}
-    start_time -= loop["elapsed"]
-    progress = run_utils.Progress(args.total_timesteps, args.learning_starts, loop["global_step"])
+        loop["frame"], loop["lives"] = torch.as_tensor(frame), info["lives"]
 
-    def checkpoint() -> Path:
-        return run_utils.save_run_checkpoint(
-            run_dir, SCRIPT, args, run_name, {**loop, "frame": torch.as_tensor(frame)}, start_time, logger,
-            agent=agent_state(q_network, target_network, optimizer), replay=replay_state(rb), env=env.snapshot(),
-            stack=stack.frames, acting_rng=rng.bit_generator.state)
+    def checkpoint_state() -> dict:  # the loop's frame is the one the next step acts on
+        loop["frame"] = torch.as_tensor(frame)
+        return {"agent": atari_envs.agent_state(q_network, target_network, optimizer), "replay": replay_state(rb),
+                "env": env.snapshot(), "stack": stack.frames, "acting_rng": rng.bit_generator.state}
 
     state, frame = stack.frames, loop["frame"].numpy()
     # with --finish-last-game, as dopamine's Runner: the game running at total_timesteps is played (and learnt) out
     while loop["global_step"] < args.total_timesteps or (args.finish_last_game and not loop["game_ended"]):
         global_step = loop["global_step"]
-        run_utils.checkpoint_when_due(global_step, loop, args.checkpoint_interval, interrupts, checkpoint, run_dir)
+        run.checkpoint_when_due(global_step, checkpoint_state)
         counted = global_step + (args.step_counting == "dopamine")  # dopamine counts the step before acting
         epsilon = linear_schedule(counted, args.learning_starts, args.exploration_steps, args.start_e, args.end_e)
         action = epsilon_greedy(q_network, state, epsilon, rng)
@@ -489,8 +480,8 @@ def main(args: Args, argv: list[str] = ()) -> dict:
 
         loop["game_ended"] = game_ended = terminated or truncated
         if game_ended:
-            logger.log(global_step, **{"charts/episodic_return": loop["score"],
-                                       "charts/episodic_length": loop["length"]})
+            run.logger.log(global_step, **{"charts/episodic_return": loop["score"],
+                                           "charts/episodic_length": loop["length"]})
             loop["recent"] = (loop["recent"] + [loop["score"]])[-10:]
             next_frame, info = env.reset()
             state, loop["score"], loop["length"], loop["first"] = stack.reset(next_frame), 0.0, 0, True
@@ -511,25 +502,29 @@ def main(args: Args, argv: list[str] = ()) -> dict:
         if step % args.log_interval == 0:
             losses = {} if loop["loss"] is None else {"losses/td_loss": loop["loss"].item(),
                                                       "losses/q_values": loop["q_mean"].item()}
-            logger.log(step, **{"charts/epsilon": epsilon, "charts/SPS": step / (time.time() - start_time)}, **losses)
+            run.logger.log(step, **{"charts/epsilon": epsilon, "charts/SPS": step / (time.time() - run.t_start)},
+                           **losses)
             print(progress.line(step, float(np.mean(loop["recent"])) if loop["recent"] else None), flush=True)
         elif progress.due():
             print(progress.line(step, None), flush=True)
     env.close()
 
     if args.save_model:
-        run_utils.save_checkpoint(run_dir / "model.pt", SCRIPT, {
-            "args": vars(args), "run_name": run_name, "agent": agent_state(q_network, target_network, optimizer),
+        run_utils.save_checkpoint(run.dir / "model.pt", SCRIPT, {
+            "args": vars(args), "run_name": run.name,
+            "agent": atari_envs.agent_state(q_network, target_network, optimizer),
             "loop": {"global_step": loop["global_step"]}})
-    final = final_evaluation(q_network, args, env_id, device, logger, loop["global_step"], start_time, interrupts)
-    if final is None:  # interrupted: the training is complete and checkpointed, the evaluation is redone on resume
-        interrupts.exit(loop["global_step"], checkpoint(), run_utils.resume_command(run_dir))
-    (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
+    final = final_evaluation(q_network, args, env_id, device, run.logger, loop["global_step"], run.t_start,
+                             run.interrupts)
+    if final is None:  # interrupted: checkpoint the complete training and exit; the evaluation is redone on resume
+        run.checkpoint_when_due(loop["global_step"], checkpoint_state)
+    (run.dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
     return final
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping: validation, the final evaluation's run files, --eval-checkpoint, checkpoint state, the command line
+# Run bookkeeping (the part both Atari scripts share is in atari_envs): validation, the final evaluation,
+# --eval-checkpoint, checkpoint state, the command line
 
 
 def validate(args: Args, argv: list[str]) -> tuple[str, torch.device]:
@@ -538,50 +533,17 @@ def validate(args: Args, argv: list[str]) -> tuple[str, torch.device]:
                        n_step=args.n_step, checkpoint_interval=args.checkpoint_interval,
                        log_interval=args.log_interval, train_frequency=args.train_frequency)
     run_utils.positive(k=args.k, m=args.m)
-    env_id = atari_envs.resolve_env_id(args.env_id)
-    run_utils.require(args.n_step < args.learning_starts < args.total_timesteps,
-                      f"--learning-starts {args.learning_starts} must exceed --n-step {args.n_step} (a complete n-step "
-                      f"transition must exist when updates begin) and be below --total-timesteps "
-                      f"{args.total_timesteps}")
-    run_utils.require(args.batch_size <= min(args.learning_starts, args.buffer_size),
-                      f"--batch-size {args.batch_size} is larger than the "
-                      f"{min(args.learning_starts, args.buffer_size)} transitions the buffer holds when updates start")
-    run_utils.require(args.buffer_size > args.n_step + 4, f"--buffer-size {args.buffer_size} cannot hold an n-step "
-                      "transition")
-    run_utils.require(0.0 <= args.eval_epsilon <= 1.0 and 0.0 <= args.end_e <= 1.0,
-                      "--eval-epsilon and --end-e must lie in [0, 1]")
-    run_utils.require(args.eval_episodes >= 1 or args.eval_steps >= 1,
-                      "--eval-episodes must be positive (or set --eval-steps)")
-    run_utils.require(min(args.noop_max, args.max_episode_frames, args.max_episode_steps) >= 0,
-                      "--noop-max, --max-episode-frames and --max-episode-steps must be >= 0")
-    return env_id, run_utils.check_run_flags(args, argv)
+    return atari_envs.check_flags(args, argv)
 
 
 def final_evaluation(q_network, args, env_id, device, logger, trained_steps, start_time, interrupts=None):
     """The final evaluation (spec §2.2), written to final.json; None when interrupted."""
-    what = f"{args.eval_steps} agent steps of complete games" if args.eval_steps > 0 else f"{args.eval_episodes} games"
-    print(f"final evaluation: {what} at epsilon {args.eval_epsilon} ...", flush=True)
-    t0, video_dir = time.time(), str(logger.dir / "videos") if args.capture_video else None
-    result = evaluate(q_network, env_id, args.seed + 10_000, args.eval_episodes, args.eval_steps, args.eval_epsilon,
-                      device, video_dir, args.max_episode_steps, interrupts, **args.env_options())
-    if result is None:
-        return None
-    returns, steps = result
-    mean_return = float(np.mean(returns)) if returns else float("nan")
-    hns = atari_envs.human_normalized_score(env_id.removesuffix("NoFrameskip-v4"), mean_return)
-    final = {"env_id": env_id, "algo": args.exp_name, "recipe": args.recipe, "seed": args.seed,
-             "total_timesteps": trained_steps, "eval_episodes": len(returns), "eval_steps": steps,
-             "eval_epsilon": args.eval_epsilon, "end_e": args.end_e,
-             "k": args.k, "m": args.m,
-             "mean_return": mean_return, "std_return": float(np.std(returns)) if returns else float("nan"),
-             "returns": returns, "hns": hns, "wall_time_s": time.time() - start_time,
-             "run_name": logger.header["run_name"]}
-    if args.eval_checkpoint:
-        final["evaluated_checkpoint"] = str(args.eval_checkpoint)
-    path = logger.finish(final)
-    print(f"final evaluation: {len(returns)} games in {time.time() - t0:.0f} s, mean return {mean_return:.1f}, "
-          f"HNS {hns} -> {path}", flush=True)
-    return final
+    play = functools.partial(evaluate, q_network, env_id, args.seed + 10_000, args.eval_episodes, args.eval_steps,
+                             args.eval_epsilon, device, max_episode_steps=args.max_episode_steps,
+                             interrupts=interrupts, **args.env_options())  # play(video_dir)
+    return atari_envs.final_evaluation(args, env_id, logger, play, trained_steps=trained_steps,
+                                       k=args.k, m=args.m,
+                                       start_time=start_time)
 
 
 def evaluate_checkpoint(args: Args, argv: list[str]) -> dict:
@@ -589,74 +551,31 @@ def evaluate_checkpoint(args: Args, argv: list[str]) -> dict:
     start_time = time.time()
     ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
     env_id, device = validate(args, argv)
-    trained_on = atari_envs.resolve_env_id(ckpt["args"]["env_id"])
-    run_utils.require(trained_on == env_id, f"checkpoint was trained on {trained_on}, not {env_id}")
-    env = atari_envs.make_env(env_id, args.seed, **args.env_options())
-    q_network = QNetwork(env.action_space.n, padding=ckpt["args"]["conv_padding"]).to(device)
+    n_actions = atari_envs.trained_game_actions(args, ckpt, env_id)  # a one-line error for another game
+    q_network = QNetwork(n_actions, padding=ckpt["args"]["conv_padding"]).to(device)
     q_network.load_state_dict(ckpt["agent"]["q_network"])
-    env.close()
     run_name, run_dir = run_utils.run_location(args, env_id)
     logger = run_utils.RunLogger(args, run_dir, run_utils.run_record(args, SCRIPT, run_name, device))
     return final_evaluation(q_network, args, env_id, device, logger, ckpt["loop"]["global_step"], start_time)
 
 
-def agent_state(q_network: QNetwork, target_network: QNetwork, optimizer: torch.optim.Optimizer) -> dict:
-    return {"q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),
-            "target_network": None if target_network is q_network else target_network.state_dict()}
-
-
-def load_agent_state(state: dict, q_network: QNetwork, target_network: QNetwork, optimizer: torch.optim.Optimizer):
-    q_network.load_state_dict(state["q_network"])
-    optimizer.load_state_dict(state["optimizer"])
-    if target_network is not q_network:
-        target_network.load_state_dict(state["target_network"])
-
-
+# the loop's counters at the start of a run (run_utils.Run keeps them; each checkpoint saves them); main sets the
+# first game's frame and lives
+LOOP_START = {"global_step": 0, "frame": None, "lives": None, "first": True, "score": 0.0, "length": 0, "recent": [],
+              "loss": None, "q_mean": None, "game_ended": False}
 REPLAY_ARRAYS = ("frames", "actions", "rewards", "terminals", "first", "has_action")
 
 
 def replay_state(rb: ReplayBuffer) -> dict:
     """The replay's written rows (uint8 frames as stored) and its bookkeeping lists."""
-    n = min(rb.count, rb.capacity)
-    return {name: getattr(rb, name)[:n] for name in REPLAY_ARRAYS} | {
-        "count": rb.count, "final_rows": rb.final_rows, "skip_rows": rb.skip_rows, "slot_count": rb.slot_count,
-        "recent_slots": rb.recent_slots}
-
-
-def load_replay_state(rb: ReplayBuffer, state: dict) -> None:
-    for name in REPLAY_ARRAYS:
-        getattr(rb, name)[: len(state[name])] = state[name]
-    rb.count, rb.final_rows, rb.skip_rows = state["count"], state["final_rows"], state["skip_rows"]
-    rb.slot_count, rb.recent_slots = state["slot_count"], [tuple(r) for r in state["recent_slots"]]
-
-
-# dopamine's Atari 100k agent as it produced the published DrQ(eps) scores (labs/atari_100k at 8de9df0); spec §2.7
-# cites the file of every value, and each value is a flag of its own
-DOPAMINE_EPS = dict(end_e=0.01, eval_epsilon=0.001, conv_padding="same", noop_mode="dopamine",
-                    life_loss_ends_frame_skip=True, max_episode_frames=0, max_episode_steps=27_000,
-                    finish_last_game=True, buffer_size=1_000_000, truncated_windows="drop", replay_sampling="dopamine",
-                    step_counting="dopamine")
-# The Atari recipes (tyro subcommands), one table shared by both scripts: name -> (script, description, values).
-RECIPES = {
-    "efficient-dqn": ("nddqn_atari", "the DrQ paper's Efficient DQN baseline, DrQ without augmentation (spec §2.1)",
-                      {}),
-    "efficient-dqn-eps": ("nddqn_atari", "dopamine's configs/DrQ_eps.gin with data_augmentation = False (spec §2.7)",
-                          DOPAMINE_EPS),
-    "drq": ("drq_dqn", "DrQ with the paper's Atari settings (spec §2.1-2.4)", {}),
-    "drq-eps": ("drq_dqn", "DrQ(eps): dopamine's configs/DrQ_eps.gin and agent, value for value (spec §2.7)",
-                {**DOPAMINE_EPS, "intensity_scale": 0.05, "shift_range": "asymmetric", "shift_per": "batch"}),
-}
+    return run_utils.rows_state(rb, dict.fromkeys(REPLAY_ARRAYS, min(rb.count, rb.capacity)),
+                                ["count", "final_rows", "skip_rows", "slot_count", "recent_slots"])
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    """The command line: one of this script's recipes (a tyro subcommand; Args' own if none is named), then flags
-    that override its values."""
-    mine = {name: (doc, Args(recipe=name, **values)) for name, (script, doc, values) in RECIPES.items()
-            if script == SCRIPT}
-    recipes = tyro.extras.subcommand_type_from_defaults({name: args for name, (_, args) in mine.items()},
-                                                       {name: doc for name, (doc, _) in mine.items()},
-                                                       prefix_names=False)
-    return tyro.cli(recipes, args=argv, default=mine[Args.recipe][1], config=(tyro.conf.CascadeSubcommandArgs,))
+    """The command line: one of this script's recipes (atari_envs.RECIPES, tyro subcommands; Args' own if none is
+    named), then flags that override its values."""
+    return atari_envs.parse_recipe_args(Args, SCRIPT, argv)
 
 
 if __name__ == "__main__":
