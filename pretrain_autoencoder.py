@@ -574,6 +574,19 @@ def load_autoencoder(path: str) -> tuple[Encoder, Decoder, int]:
     return encoder, decoder, k
 
 
+def load_encoder_checkpoint(path: str) -> dict:
+    """--encoder-path of sac_ae.py and sac_ae_frozen.py: an encoder.pt of this script, read on the CPU with
+    weights_only=True (a file from elsewhere cannot run code) and checked early: a bad file is a one-line error."""
+    run_utils.require(Path(path).is_file(), f"--encoder-path {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        Encoder((3 * ckpt["frames_per_input"], 84, 84), ckpt["feature_dim"]).load_state_dict(ckpt["encoder"])
+    except Exception as exc:  # a wrong file fails in many ways
+        run_utils.fail(f"--encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
+                       f"({type(exc).__name__}: {first_line(exc)})")
+    return ckpt
+
+
 class PretrainedEncoder(nn.Module):
     """--encoder-path of sac_pixels.py and drq_sac.py, the report's "DrQ on SAC+AE" (§2, §4): this file's Encoder
     (`pretrained`, loaded and frozen by their make_agent) on each of the last `latent_stack` steps (step j: frames

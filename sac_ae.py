@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import tyro
 
 import dmc_envs
+import pretrain_autoencoder
 import run_utils
 
 
@@ -693,7 +694,8 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
                        checkpoint_interval=args.checkpoint_interval,
                        **{name: value for name, value in optional.items() if value is not None})
     env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
-    pretrained = ckpt["pretrained"] if ckpt else args.encoder_path and load_encoder_checkpoint(args.encoder_path)
+    pretrained = ckpt["pretrained"] if ckpt else (args.encoder_path and
+                                                  pretrain_autoencoder.load_encoder_checkpoint(args.encoder_path))
     k = pretrained["frames_per_input"] if pretrained else (args.frames_per_input or 3)
     run_utils.require(args.frames_per_input in (None, k),
                       f"--frames-per-input {args.frames_per_input} differs from the encoder checkpoint's {k}")
@@ -710,19 +712,6 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
                       f"repeat {action_repeat}, --buffer-size {args.buffer_size})")
     device = run_utils.check_run_flags(args, argv)
     return replace(args, frames_per_input=k), pretrained or None, env_name, action_repeat, learning_starts, device
-
-
-def load_encoder_checkpoint(path: str) -> dict:
-    """pretrain_autoencoder.py's encoder.pt, read on the CPU with weights_only=True (a file from elsewhere cannot
-    run code) and checked early: a bad file is a one-line error."""
-    run_utils.require(Path(path).is_file(), f"--encoder-path {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        Encoder((3 * ckpt["frames_per_input"], 84, 84), ckpt["feature_dim"]).load_state_dict(ckpt["encoder"])
-    except Exception as exc:  # a wrong file fails in many ways
-        run_utils.fail(f"--encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
-                       f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]})")
-    return ckpt
 
 
 def evaluate_checkpoint(args: Args, argv: list[str]):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import tyro
 
 import dmc_envs
+import pretrain_autoencoder
 import run_utils
 
 
@@ -587,7 +588,7 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
         run_utils.positive(action_repeat=args.action_repeat)
     run_utils.require(ckpt or args.encoder_path, "sac_ae_frozen.py needs --encoder-path (an encoder.pt of "
                       "pretrain_autoencoder.py)")
-    pretrained = ckpt["pretrained"] if ckpt else load_encoder_checkpoint(args.encoder_path)
+    pretrained = ckpt["pretrained"] if ckpt else pretrain_autoencoder.load_encoder_checkpoint(args.encoder_path)
     action_repeat = args.action_repeat or dmc_envs.default_action_repeat(env_name)
     learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
     run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
@@ -597,19 +598,6 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
                       f"the buffer holds when updates start (--learning-starts {learning_starts} env steps at action "
                       f"repeat {action_repeat}, --buffer-size {args.buffer_size})")
     return pretrained, env_name, action_repeat, learning_starts, run_utils.check_run_flags(args, argv)
-
-
-def load_encoder_checkpoint(path: str) -> dict:
-    """pretrain_autoencoder.py's encoder.pt, read on the CPU with weights_only=True (a file from elsewhere cannot
-    run code) and checked early: a bad file is a one-line error."""
-    run_utils.require(Path(path).is_file(), f"--encoder-path {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        Encoder((3 * ckpt["frames_per_input"], 84, 84), ckpt["feature_dim"]).load_state_dict(ckpt["encoder"])
-    except Exception as exc:  # a wrong file fails in many ways
-        run_utils.fail(f"--encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
-                       f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]})")
-    return ckpt
 
 
 def evaluate_checkpoint(args: Args, argv: list[str]):

@@ -170,7 +170,6 @@ COPIES = {
        for name in ["random_shift", "ReplayBuffer", "measure_invariance", "make_env", "replay_state"]},
     "update": ("sac_pixels.py", ["sac_ae_frozen.py"]),  # on latents the SAC step is sac_pixels.py's, unchanged
     "StateEncoder": ("sac_state.py", ["sac_ae_frozen.py"]),
-    "load_encoder_checkpoint": ("sac_ae.py", ["sac_ae_frozen.py"]),
     **{name: ("pretrain_autoencoder.py", ["sac_ae.py"])
        for name in ["ae_weight_init", "Decoder", "RECONSTRUCTION_BITS", "reconstruction_target", "ae_loss",
                     "make_ae_optimizers", "update_autoencoder"]},
@@ -207,7 +206,7 @@ def _assert_same_state(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("k", [1, 3])
 def test_saved_encoder_loads_bit_for_bit_into_sac_ae_sac_pixels_and_drq_sac(tmp_path, k):
     path, state = _save_encoder(tmp_path, k)
-    ckpt = sac_ae_frozen.load_encoder_checkpoint(str(path))
+    ckpt = pa.load_encoder_checkpoint(str(path))
     _assert_same_state(sac_ae_frozen.frozen_encoder(ckpt["encoder"], k, torch.device("cpu")).state_dict(), state)
     # sac_ae.py starts both encoder heads (and the tied convs) from the checkpoint, after SAC-AE's init
     agent = sac_ae.make_agent((3 * k, 84, 84), 1, torch.device("cpu"), 32, pretrained=ckpt)
@@ -233,10 +232,10 @@ def test_saved_encoder_loads_bit_for_bit_into_sac_ae_sac_pixels_and_drq_sac(tmp_
 
 def test_bad_encoder_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="^error: --encoder-path .* does not exist"):
-        sac_ae.load_encoder_checkpoint(str(tmp_path / "missing.pt"))
+        pa.load_encoder_checkpoint(str(tmp_path / "missing.pt"))
     torch.save({"actor": {}}, tmp_path / "model.pt")
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
-        sac_ae.load_encoder_checkpoint(str(tmp_path / "model.pt"))
+        pa.load_encoder_checkpoint(str(tmp_path / "model.pt"))
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
         pa.pretrained_frames_per_input(str(tmp_path / "model.pt"))
     with pytest.raises(SystemExit, match="^error: sac_ae_frozen.py needs --encoder-path"):
