@@ -345,28 +345,8 @@ def act(actor: Actor, obs: np.ndarray, device: torch.device, sample: bool) -> np
 
 
 def evaluate(actor: Actor, env: dmc_envs.DMCEnv, episodes: int, device: torch.device, video_path: Path | None = None):
-    """Returns of `episodes` deterministic episodes; the first is written to `video_path` (mp4) when given. A line
-    every ~20 s says how far it is (ten pixel episodes can take half a minute on a loaded CPU)."""
-    returns, last_line = [], time.time()
-    for episode in range(episodes):
-        if time.time() - last_line > 20:
-            print(f"  evaluation: {episode}/{episodes} episodes", flush=True)
-            last_line = time.time()
-        obs, _ = env.reset()
-        frames = [env.render_frame(256)] if video_path and episode == 0 else None
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(actor, obs, device, sample=False))
-            done, total = terminated or truncated, total + reward
-            if frames is not None:
-                frames.append(env.render_frame(256))
-        returns.append(total)
-        if frames is not None:
-            import imageio
-
-            video_path.parent.mkdir(parents=True, exist_ok=True)
-            imageio.mimsave(video_path, [f.transpose(1, 2, 0) for f in frames], fps=max(int(round(env.fps)), 1))
-    return returns
+    """Returns of `episodes` deterministic episodes; the first is written to `video_path` (mp4) when given."""
+    return dmc_envs.run_episodes(env, lambda obs: act(actor, obs, device, sample=False), episodes, video_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -467,14 +447,6 @@ def main(args: Args, argv: list[str] = ()):
     ckpt = run_utils.resume(args, argv, SCRIPT, vars(Args()))
     pretrained, env_name, action_repeat, learning_starts, device = validate(args, argv, ckpt)
     run_utils.seed_everything(args.seed, args.torch_deterministic)
-    run_name, run_dir = run_utils.run_location(args, env_name, ckpt)
-    run_utils.announce(SCRIPT, env_name, device, run_dir,
-                       f"{args.total_timesteps} env steps (action repeat {action_repeat}), learning from step "
-                       f"{learning_starts}, {args.eval_episodes}-episode evaluations every {args.eval_frequency} "
-                       f"steps" + (f", resuming at step {ckpt['loop']['global_step']}" if ckpt else ""))
-    if args.action_repeat is None and env_name not in dmc_envs.ACTION_REPEAT:
-        print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using "
-              f"{dmc_envs.DEFAULT_ACTION_REPEAT}, the Dreamer-benchmark value (spec §1.4)", flush=True)
     if pretrained["env_id"] != env_name:
         print(f"note: the encoder was pretrained on {pretrained['env_id']}, not {env_name}", flush=True)
     k = pretrained["frames_per_input"]
@@ -487,41 +459,35 @@ def main(args: Args, argv: list[str] = ()):
                        args.init_temperature)
     rb = ReplayBuffer(args.buffer_size, obs_shape, action_dim, device,
                       episode_len=math.ceil(args.episode_length / action_repeat), latent_dim=encoder.feature_dim)
-    record = run_utils.run_record(args, SCRIPT, run_name, device, action_repeat=action_repeat,
-                                  learning_starts=learning_starts, frames_per_input=k)
-    logger = run_utils.RunLogger(args, run_dir, record, resume=ckpt["logger"] if ckpt else None)
-    interrupts = run_utils.Interrupts()
+    plan = dmc_envs.run_plan(args, env_name, action_repeat, learning_starts)
+    run = run_utils.Run(args, SCRIPT, env_name, device, ckpt, plan, LOOP_START, t_start,
+                        action_repeat=action_repeat, learning_starts=learning_starts, frames_per_input=k)
+    loop, progress = run.loop, run.progress
 
     def run_evaluation(global_step: int) -> list[float]:
         t0 = time.time()
         print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
-        video = logger.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
+        video = run.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
         returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        run_utils.log_evaluation(logger, global_step, returns, t0)
+        run_utils.log_evaluation(run.logger, global_step, returns, t0)
         return returns
 
-    loop = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
-            "last_eval_step": -1, "returns": [], "metrics": {}, "next_checkpoint": args.checkpoint_interval,
-            "elapsed": 0.0}
-    if ckpt:  # the state checkpoint() saved
-        load_agent_state(agent, ckpt["agent"])
-        load_replay_state(rb, ckpt["replay"])
-        obs, loop = env.restore(ckpt["env"]), ckpt["loop"]
+    if ckpt:  # the state checkpoint_state() saved
+        run_utils.load_parts_state(agent, ckpt["agent"])
+        run_utils.load_rows_state(rb, ckpt["replay"], REPLAY_ROWS)
+        obs = env.restore(ckpt["env"])
         eval_env.restore(ckpt["eval_env"])
         run_utils.set_rng_state(ckpt["rng"])
     else:
         obs, _ = env.reset(seed=args.seed)
-    t_start -= loop["elapsed"]
-    progress = run_utils.Progress(args.total_timesteps, learning_starts, loop["global_step"])
 
-    def checkpoint() -> Path:
-        return run_utils.save_run_checkpoint(run_dir, SCRIPT, args, run_name, loop, t_start, logger,
-                                             pretrained=pretrained, agent=agent_state(agent), replay=replay_state(rb),
-                                             env=env.snapshot(), eval_env=eval_env.snapshot())
+    def checkpoint_state() -> dict:
+        return {"pretrained": pretrained, "agent": agent_state(agent), "replay": replay_state(rb),
+                "env": env.snapshot(), "eval_env": eval_env.snapshot()}
 
     while loop["global_step"] < args.total_timesteps:
         global_step = loop["global_step"]
-        run_utils.checkpoint_when_due(global_step, loop, args.checkpoint_interval, interrupts, checkpoint, run_dir)
+        run.checkpoint_when_due(global_step, checkpoint_state)
         if global_step >= loop["next_eval"]:
             loop["returns"], loop["last_eval_step"] = run_evaluation(global_step), global_step
             loop["next_eval"] = (global_step // args.eval_frequency + 1) * args.eval_frequency
@@ -542,11 +508,7 @@ def main(args: Args, argv: list[str] = ()):
         loop["episode_length"] += info["env_steps"]
         progress.update(loop["global_step"])
         if terminated or truncated:
-            sps = loop["global_step"] / (time.time() - t_start)
-            logger.log(loop["global_step"], **{"charts/episodic_return": loop["episode_return"],
-                                               "charts/episodic_length": loop["episode_length"], "charts/SPS": sps},
-                       **{key: value.item() for key, value in loop["metrics"].items()})
-            print(progress.line(loop["global_step"], loop["episode_return"]), flush=True)
+            run.log_episode(loop["global_step"], loop["episode_return"], loop["episode_length"], loop["metrics"])
             obs, _ = env.reset()
             loop["episode_return"], loop["episode_length"] = 0.0, 0
         elif progress.due():
@@ -554,19 +516,12 @@ def main(args: Args, argv: list[str] = ()):
     global_step, returns = loop["global_step"], loop["returns"]
     if loop["last_eval_step"] != global_step:
         returns = run_evaluation(global_step)
-
-    if args.save_model:  # the encoder's weights travel along, so --eval-checkpoint needs no encoder file
-        run_utils.save_checkpoint(logger.dir / "model.pt", SCRIPT, {"args": vars(args), "run_name": run_name,
-                                                                    **record, "agent": agent_state(agent),
-                                                                    "pretrained": pretrained})
-    final = run_utils.final_record(args, env_name, returns, t_start, run_name, k=1, m=1, ae_mode="frozen",
-                                   latent_stack=args.latent_stack, frames_per_input=k, action_repeat=action_repeat,
-                                   total_timesteps=global_step)
-    logger.finish(final)
-    (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
     env.close()
     eval_env.close()
-    print(f"final: mean return {final['mean_return']:.1f} +- {final['std_return']:.1f} -> {logger.dir}", flush=True)
+    # the encoder's weights travel along, so --eval-checkpoint needs no encoder file
+    run.save_model(agent=agent_state(agent), pretrained=pretrained)
+    final = run.finish(returns, k=1, m=1, ae_mode="frozen", latent_stack=args.latent_stack, frames_per_input=k,
+                       action_repeat=action_repeat, total_timesteps=global_step)
     return final, agent, rb
 
 
@@ -583,20 +538,13 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
                        eval_episodes=args.eval_episodes, eval_frequency=args.eval_frequency,
                        episode_length=args.episode_length, latent_stack=args.latent_stack,
                        checkpoint_interval=args.checkpoint_interval)
-    env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
+    dmc_envs.resolve_env_id(args.env_id)  # the task and --action-repeat first, the encoder, then the schedule
     if args.action_repeat is not None:
         run_utils.positive(action_repeat=args.action_repeat)
     run_utils.require(ckpt or args.encoder_path, "sac_ae_frozen.py needs --encoder-path (an encoder.pt of "
                       "pretrain_autoencoder.py)")
     pretrained = ckpt["pretrained"] if ckpt else pretrain_autoencoder.load_encoder_checkpoint(args.encoder_path)
-    action_repeat = args.action_repeat or dmc_envs.default_action_repeat(env_name)
-    learning_starts = 1000 * action_repeat if args.learning_starts is None else args.learning_starts
-    run_utils.require(0 <= learning_starts < args.total_timesteps, f"--learning-starts {learning_starts} must be "
-                      f"in [0, --total-timesteps {args.total_timesteps})")
-    held = min(math.ceil(learning_starts / action_repeat), args.buffer_size)  # transitions at the first update
-    run_utils.require(args.batch_size <= held, f"--batch-size {args.batch_size} is larger than the {held} transitions "
-                      f"the buffer holds when updates start (--learning-starts {learning_starts} env steps at action "
-                      f"repeat {action_repeat}, --buffer-size {args.buffer_size})")
+    env_name, action_repeat, learning_starts = dmc_envs.resolve_schedule(args)
     return pretrained, env_name, action_repeat, learning_starts, run_utils.check_run_flags(args, argv)
 
 
@@ -612,44 +560,30 @@ def evaluate_checkpoint(args: Args, argv: list[str]):
     env = make_env(env_name, saved["seed"] + 10_000, action_repeat, frozen_encoder(pretrained["encoder"], k, device),
                    saved["latent_stack"], k, saved["episode_length"], device)
     agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"])
-    load_agent_state(agent, ckpt["agent"])
+    run_utils.load_parts_state(agent, ckpt["agent"])
     final = run_utils.checkpoint_evaluation(args, SCRIPT, env_name, device, t_start,
                                             lambda video: evaluate(agent.actor, env, args.eval_episodes, device, video),
                                             k=1, m=1, ae_mode="frozen", action_repeat=action_repeat, total_timesteps=0)
     return final, agent, None
 
 
-AGENT_PARTS = ["critic", "actor", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer"]
+# the loop's counters at the start of a run (run_utils.Run keeps them; each checkpoint saves them)
+LOOP_START = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
+              "last_eval_step": -1, "returns": [], "metrics": {}}
+AGENT_PARTS = ["critic", "actor", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer",
+               "log_alpha"]
+REPLAY_ROWS = ["frames", "frame_idx", "actions", "rewards", "not_dones", "oldest_frame"]
 
 
 def agent_state(agent: Agent) -> dict:
-    state = {name: getattr(agent, name).state_dict() for name in AGENT_PARTS}
-    return state | {"log_alpha": agent.log_alpha.detach().clone()}
-
-
-def load_agent_state(agent: Agent, state: dict) -> None:
-    for name in AGENT_PARTS:
-        getattr(agent, name).load_state_dict(state[name])
-    with torch.no_grad():
-        agent.log_alpha.copy_(state["log_alpha"])
+    return run_utils.parts_state(agent, AGENT_PARTS)
 
 
 def replay_state(rb: ReplayBuffer) -> dict:
     """The replay's part of a checkpoint: the written part of each array (uint8 frames as stored) and the counters."""
     n, f = min(rb.added, rb.capacity), min(rb.frames_written, rb.num_frames)
-    return {"frames": rb.frames[:f], "frame_idx": rb.frame_idx[:n], "actions": rb.actions[:n],
-            "rewards": rb.rewards[:n], "not_dones": rb.not_dones[:n],
-            "oldest_frame": torch.from_numpy(rb.oldest_frame[:n].copy()), "frames_written": rb.frames_written,
-            "added": rb.added, "start": rb.start, "current": rb.current}
-
-
-def load_replay_state(rb: ReplayBuffer, state: dict) -> None:
-    n, f = len(state["actions"]), len(state["frames"])
-    for name in ["frames", "frame_idx", "actions", "rewards", "not_dones"]:
-        getattr(rb, name)[: n if name != "frames" else f] = state[name]
-    rb.oldest_frame[:n] = state["oldest_frame"].numpy()
-    rb.frames_written, rb.added, rb.start, rb.current = (state["frames_written"], state["added"], state["start"],
-                                                         state["current"])
+    return run_utils.rows_state(rb, {name: f if name == "frames" else n for name in REPLAY_ROWS},
+                                ["frames_written", "added", "start", "current"])
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
