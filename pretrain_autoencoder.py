@@ -444,12 +444,9 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     progress = run_utils.Progress(total, 0, train["update"])
     while train["update"] < total:
         update = train["update"]
-        if interrupts.requested or update >= train["next_checkpoint"]:
-            file = checkpoint({"phase": "train", "dataset": str(path), "train": train,
-                               "autoencoder": {name: module.state_dict() for name, module in modules.items()}})
-            if interrupts.requested:
-                interrupts.exit(update, file, run_utils.resume_command(run_dir))
-            train["next_checkpoint"] = update + args.checkpoint_interval
+        run_utils.checkpoint_when_due(update, train, args.checkpoint_interval, interrupts, lambda: checkpoint(
+            {"phase": "train", "dataset": str(path), "train": train,
+             "autoencoder": {name: module.state_dict() for name, module in modules.items()}}), run_dir)
         epoch, b = divmod(update, n_batches)
         if b == 0:
             train["perm"], train["running"] = torch.randperm(cut, device=device), torch.zeros((), device=device)
