@@ -173,6 +173,59 @@ class DopaminePreprocessing(gym.Wrapper):
         return self.observe(), total_reward, terminated, truncated, info
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The agent's frame stack and the evaluation protocol (spec §2.2, §2.3, §6 item 9), the same for both Atari scripts
+
+
+class FrameStack:
+    """The agent's 4-frame state. It restarts from zeros at every new game and every life loss (dopamine's
+    reset_one, spec §2.3), exactly as the replay buffer pads stacks at a segment start."""
+
+    def __init__(self, n: int, device: torch.device):
+        self.frames = torch.zeros((n, 84, 84), dtype=torch.uint8, device=device)
+
+    def reset(self, frame: np.ndarray) -> torch.Tensor:
+        self.frames.zero_()
+        return self.push(frame)
+
+    def push(self, frame: np.ndarray) -> torch.Tensor:
+        self.frames = torch.roll(self.frames, -1, 0)
+        self.frames[-1] = torch.as_tensor(frame, device=self.frames.device)
+        return self.frames
+
+
+def play_games(env_id: str, seed: int, policy, episodes: int, min_steps: int, device: torch.device,
+               video_dir: str | None = None, max_episode_steps: int = 0, interrupts: run_utils.Interrupts | None = None,
+               **env_options) -> tuple[list[float], int] | None:
+    """Scores (undiscounted, unclipped) and agent steps of `episodes` complete games (all lives, until game over or
+    the frame or step cap), or of complete games until min_steps agent steps if min_steps > 0 (dopamine's protocol),
+    of `policy(state) -> action` on the raw frame stack. A life loss restarts the frame stack but not the game. None
+    when `interrupts` asks to stop."""
+    env = make_env(env_id, seed, video_dir=video_dir, **env_options)
+    stack, returns, steps, last_line = FrameStack(4, device), [], 0, time.time()
+    frame, info = env.reset(seed=seed)
+    state, lives, score, length = stack.reset(frame), info["lives"], 0.0, 0
+    while (steps < min_steps) if min_steps > 0 else (len(returns) < episodes):
+        if interrupts is not None and interrupts.requested:
+            env.close()
+            return None
+        if time.time() - last_line >= 20:  # a line every ~20 s
+            print(f"  evaluation: {len(returns)} games, {steps} agent steps", flush=True)
+            last_line = time.time()
+        frame, reward, terminated, truncated, info = env.step(policy(state))
+        score, length, steps = score + float(reward), length + 1, steps + 1
+        if terminated or truncated or length == max_episode_steps:
+            returns.append(score)
+            frame, info = env.reset()
+            state, lives, score, length = stack.reset(frame), info["lives"], 0.0, 0
+        elif info["lives"] < lives:
+            state, lives = stack.reset(frame), info["lives"]
+        else:
+            state = stack.push(frame)
+    env.close()
+    return returns, steps
+
+
 def human_random_scores() -> dict[str, tuple[float, float]]:
     """Standard human/random reference scores (spec §3), shipped in reference/atari_100k_scores.csv."""
     with open(HERE / "reference" / "atari_100k_scores.csv") as f:

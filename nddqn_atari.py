@@ -286,7 +286,7 @@ def sync_target(target_network: QNetwork, q_network: QNetwork) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Acting and evaluation (spec §2.2, §2.3, §6 item 9)
+# Acting and evaluation (spec §2.2, §2.3, §6 item 9); the game, its frame stack and the protocol are atari_envs'
 
 
 def linear_schedule(step: int, learning_starts: int, decay_steps: int, start_e: float, end_e: float) -> float:
@@ -307,54 +307,11 @@ def epsilon_greedy(q_network: QNetwork, state: torch.Tensor, epsilon: float, rng
 def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_steps: int, epsilon: float,
              device: torch.device, video_dir: str | None = None, max_episode_steps: int = 0,
              interrupts: run_utils.Interrupts | None = None, **env_options) -> tuple[list[float], int] | None:
-    """Scores (undiscounted, unclipped) and agent steps of `episodes` complete games (all lives, until game over or
-    the frame or step cap), or of complete games until min_steps agent steps if min_steps > 0 (dopamine's protocol),
-    epsilon-greedy on raw frames. A life loss restarts the frame stack but not the game. None when `interrupts` asks
-    to stop (the evaluation is then redone on resume)."""
-    env = atari_envs.make_env(env_id, seed, video_dir=video_dir, **env_options)
-    rng, stack, returns, steps, last_line = np.random.default_rng(seed), FrameStack(4, device), [], 0, time.time()
-    frame, info = env.reset(seed=seed)
-    state, lives, score, length = stack.reset(frame), info["lives"], 0.0, 0
-    while (steps < min_steps) if min_steps > 0 else (len(returns) < episodes):
-        if interrupts is not None and interrupts.requested:
-            env.close()
-            return None
-        if time.time() - last_line >= 20:  # a line every ~20 s
-            print(f"  evaluation: {len(returns)} games, {steps} agent steps", flush=True)
-            last_line = time.time()
-        frame, reward, terminated, truncated, info = env.step(epsilon_greedy(q_network, state, epsilon, rng))
-        score, length, steps = score + float(reward), length + 1, steps + 1
-        if terminated or truncated or length == max_episode_steps:
-            returns.append(score)
-            frame, info = env.reset()
-            state, lives, score, length = stack.reset(frame), info["lives"], 0.0, 0
-        elif info["lives"] < lives:
-            state, lives = stack.reset(frame), info["lives"]
-        else:
-            state = stack.push(frame)
-    env.close()
-    return returns, steps
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Environment: atari_envs' game (spec §2.3, §2.7) and the agent's frame stack
-
-
-class FrameStack:
-    """The agent's 4-frame state. It restarts from zeros at every new game and every life loss (dopamine's
-    reset_one, spec §2.3), exactly as the replay buffer pads stacks at a segment start."""
-
-    def __init__(self, n: int, device: torch.device):
-        self.frames = torch.zeros((n, 84, 84), dtype=torch.uint8, device=device)
-
-    def reset(self, frame: np.ndarray) -> torch.Tensor:
-        self.frames.zero_()
-        return self.push(frame)
-
-    def push(self, frame: np.ndarray) -> torch.Tensor:
-        self.frames = torch.roll(self.frames, -1, 0)
-        self.frames[-1] = torch.as_tensor(frame, device=self.frames.device)
-        return self.frames
+    """Scores and agent steps of complete games under the evaluation protocol of atari_envs.play_games (spec §2.2),
+    epsilon-greedy on raw frames; None when `interrupts` asks to stop (the evaluation is then redone on resume)."""
+    rng = np.random.default_rng(seed)
+    return atari_envs.play_games(env_id, seed, lambda state: epsilon_greedy(q_network, state, epsilon, rng), episodes,
+                                 min_steps, device, video_dir, max_episode_steps, interrupts, **env_options)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -394,7 +351,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     rb = ReplayBuffer(args.buffer_size, args.n_step, args.gamma, 4, device, args.truncated_windows,
                       args.replay_sampling)
-    stack, rng = FrameStack(4, device), np.random.default_rng(args.seed)
+    stack, rng = atari_envs.FrameStack(4, device), np.random.default_rng(args.seed)
     if ckpt:  # all the run's state: resuming is bitwise the run that was never stopped (tests/test_resume.py)
         atari_envs.load_agent_state(ckpt["agent"], q_network, target_network, optimizer)
         run_utils.load_rows_state(rb, ckpt["replay"], REPLAY_ARRAYS)

@@ -114,7 +114,7 @@ def test_buffer_memory_within_budget():
 def test_frame_stack_matches_buffer_stacks():
     """What the agent acts on equals what the buffer returns for the same steps, across a segment restart."""
     rng = np.random.default_rng(2)
-    stack = drq_dqn.FrameStack(4, torch.device("cpu"))
+    stack = atari_envs.FrameStack(4, torch.device("cpu"))
     rb = drq_dqn.ReplayBuffer(100, 1, GAMMA, 4, torch.device("cpu"))
     states = []
     for t in range(12):
