@@ -782,7 +782,7 @@ def section_probability_of_improvement(rep: Report, groups: list[Group], hns: di
     rep.add("P(X > Y) as in rliable: for each game, the probability that a random run of X scores higher than a "
             "random run of Y (ties count 1/2), averaged over the games both have; 95% CI by a stratified "
             "bootstrap of both. 0.5 means no difference; a CI that excludes 0.5 is a significant one.", "")
-    rows, summary["probability_of_improvement"] = [], {}
+    rows, single, summary["probability_of_improvement"] = [], [], {}
     fig, axes = plt.subplots(1, 2, figsize=(14, 2.5 + 0.5 * max(len(pairs), 5)), layout="constrained",
                              gridspec_kw={"width_ratios": [1, 2]})
     # every pair's bars at the position of their game among all the pairs' games, under one set of tick labels
@@ -795,8 +795,11 @@ def section_probability_of_improvement(rep: Report, groups: list[Group], hns: di
         per_game = {g: float(probability_of_improvement_per_game(a, b)) for g, a, b in zip(common, xs, ys)}
         summary["probability_of_improvement"][f"{x.label} > {y.label}"] = {
             "point": p, "ci95": [lo, hi], "games": len(common), "per_game": per_game}
-        rows.append([x.label, y.label, len(common), f"{p:.3f} [{lo:.3f}, {hi:.3f}]"])
-        label = f"P({x.label} > {y.label}), {plural(len(common), 'game')}"
+        counts = [len(np.atleast_1d(a)) for a in xs + ys]  # runs of either in each common game
+        seeds = ("" if min(counts) == max(counts) else "at least ") + plural(min(counts), "seed") + " each"
+        single.append(min(counts) == 1)
+        rows.append([x.label, y.label, len(common), seeds, f"{p:.3f} [{lo:.3f}, {hi:.3f}]"])
+        label = f"P({x.label} > {y.label}), {plural(len(common), 'game')}, {seeds}"
         axes[0].hlines(i, lo, hi, color=f"C{i}", lw=3, alpha=0.5)
         axes[0].plot(p, i, "o", color=f"C{i}", label=label)
         axes[1].bar(np.array([all_games.index(g) for g in per_game]) + 0.8 * (i + 0.5) / len(pairs) - 0.4,
@@ -817,7 +820,11 @@ def section_probability_of_improvement(rep: Report, groups: list[Group], hns: di
     axes[1].set_title("per game")
     figure_legend(fig, axes, loc="outside lower center", ncols=2)
     fig.suptitle("Atari 100k: probability that a DrQ run scores higher than an NDDQN run")
-    rep.add(md_table(["X", "Y", "common games", "P(X > Y) [95% CI]"], rows), "")
+    rep.add(md_table(["X", "Y", "common games", "seeds per game", "P(X > Y) [95% CI]"], rows), "")
+    if any(single):
+        rep.add("With one run of each in a game, that game's P(X > Y) is 0, 1/2 or 1: which run scored higher, not "
+                "an estimate of how often X beats Y; the bootstrap cannot widen it, so its CI says nothing about "
+                "seeds.", "")
     rep.figure(fig, "atari_probability_of_improvement.png",
                "Probability that DrQ improves on NDDQN: over games with a 95% CI (left), per game (right)")
 

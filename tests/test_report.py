@@ -525,7 +525,7 @@ def test_atari_table_uses_recipes_and_published_hns(evidence):
               for k in ("median", "mean", "iqm")]
     assert len({ax.get_xlim() for ax in axes}) == 1
     assert axes[2].get_xlim()[0] <= 0 and axes[2].get_xlim()[1] >= max(1.0, *uppers)
-    assert "P(drq-eps > efficient-dqn), 1 game" in [label for label, _, _ in
+    assert "P(drq-eps > efficient-dqn), 1 game, 1 seed each" in [label for label, _, _ in
                                                     legend_entries(figures["atari_probability_of_improvement.png"])]
 
 
