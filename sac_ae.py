@@ -8,8 +8,7 @@ and initialisation, whose encoder the critic loss and a reconstruction loss trai
     L_AE = mean (decoder(h) - 5-bit target of s)^2 + lambda_z mean_B 0.5 ||h||^2,  h = the critic's encoder(s)
 
 Actor and temperature learn as in SAC; the target follows the Q heads at tau, the encoder at encoder_tau; as learning
-starts, one update per seed step runs at once. `diff sac_pixels.py sac_ae.py` shows what SAC+AE adds (sac_ae_frozen.py:
-the reproduction report's SAC on a frozen pretrained encoder). Steps are env steps = agent steps x action repeat.
+starts, one update per seed step runs at once. `diff sac_pixels.py sac_ae.py` shows what SAC+AE adds. Steps: env steps.
 
     python sac_ae.py --seed 3                                    # cartpole-swingup, 500k env steps
     python sac_ae.py --encoder-path runs_ae/<run>/encoder.pt     # start from pretrain_autoencoder.py's autoencoder

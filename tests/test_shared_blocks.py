@@ -1,6 +1,7 @@
 """Sibling scripts duplicate algorithm blocks on purpose and must keep them textually identical (CONTRIBUTING.md),
 so that a diff between siblings shows only the algorithm; run bookkeeping lives once, in run_utils.py."""
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,27 @@ def test_atari_siblings_differ_only_by_drq():
     assert set(drq) - set(base) == {"random_shift", "augment"}
     changed = {name for name in base if base[name] != drq[name]}
     assert changed <= {"Args", "update", "make_update", "validate", "final_evaluation"}
+
+
+# the function where each script's update begins (issue 11: before line 300, so the algorithm is not buried)
+FIRST_UPDATE = {"nddqn_atari.py": "update", "drq_dqn.py": "update", "sac_state.py": "update_critic",
+                "sac_pixels.py": "update_critic", "drq_sac.py": "update_critic", "sac_ae.py": "update_critic",
+                "sac_ae_frozen.py": "update_critic", "pretrain_autoencoder.py": "ae_loss"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_update_starts_before_line_300(script):
+    tree = ast.parse((ROOT / script).read_text())
+    (line,) = [node.lineno for node in tree.body if isinstance(node, ast.FunctionDef)
+               and node.name == FIRST_UPDATE[script]]
+    earlier = [node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.lineno < line
+               and node.name.startswith(("update", "learn", "ae_loss"))]
+    assert line < 300 and not earlier, f"{script}: {FIRST_UPDATE[script]} at line {line}, after {earlier}"
+
+
+@pytest.mark.parametrize("base, drq, limit", [("nddqn_atari.py", "drq_dqn.py", 62), ("sac_pixels.py", "drq_sac.py", 77)])
+def test_sibling_diff_stays_small(base, drq, limit):
+    """`diff base drq` shows what DrQ adds; it must not grow past what issue 11 found (GNU diff's count)."""
+    out = subprocess.run(["diff", str(ROOT / base), str(ROOT / drq)], capture_output=True, text=True).stdout
+    changed = sum(line.startswith(("<", ">")) for line in out.splitlines())
+    assert 0 < changed <= limit, f"diff {base} {drq}: {changed} changed lines (limit {limit})"
