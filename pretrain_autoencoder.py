@@ -572,7 +572,7 @@ def load_autoencoder(path: str) -> tuple[Encoder, Decoder, int]:
 
 
 def load_encoder_checkpoint(path: str) -> dict:
-    """--encoder-path of sac_ae.py and sac_ae_frozen.py: an encoder.pt of this script, read on the CPU with
+    """--encoder-path of sac_ae.py, sac_ae_frozen.py, sac_pixels.py, drq_sac.py: an encoder.pt of this script, read with
     weights_only=True (a file from elsewhere cannot run code) and checked early: a bad file is a one-line error."""
     run_utils.require(Path(path).is_file(), f"--encoder-path {path} does not exist")
     try:
@@ -601,15 +601,6 @@ class PretrainedEncoder(nn.Module):
         channels = torch.arange(3 * self.k, device=obs.device) + 3 * torch.arange(self.n, device=obs.device)[:, None]
         with torch.no_grad():  # the N steps' inputs batched as B * N
             return self.encoder(obs[:, channels.flatten()].reshape(b * self.n, 3 * self.k, h, w)).reshape(b, -1)
-
-
-def pretrained_frames_per_input(path: str) -> int:
-    """Frames per input of pretrain_autoencoder.py's encoder.pt, checked early: a bad file is a one-line error."""
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["frames_per_input"])
-    except Exception as exc:  # a missing or wrong file fails in many ways
-        raise SystemExit(f"error: --encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
-                         f"({type(exc).__name__}: {exc})") from None
 
 
 def load_policy(path: str, device: torch.device):

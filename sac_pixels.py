@@ -422,7 +422,9 @@ def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device
 
 def frames_per_observation(encoder_path: str | None, latent_stack: int) -> int:
     """3 stacked frames (spec §1.4); with --encoder-path the frames of the last --latent-stack encoder inputs."""
-    return 3 if encoder_path is None else latent_stack + pretrain_autoencoder.pretrained_frames_per_input(encoder_path) - 1
+    if encoder_path is None:
+        return 3
+    return latent_stack + pretrain_autoencoder.load_encoder_checkpoint(encoder_path)["frames_per_input"] - 1
 
 
 def make_env(env_name: str, seed: int, action_repeat: int, frame_stack: int, episode_length: int) -> dmc_envs.DMCEnv:

@@ -237,7 +237,7 @@ def test_bad_encoder_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
         pa.load_encoder_checkpoint(str(tmp_path / "model.pt"))
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
-        pa.pretrained_frames_per_input(str(tmp_path / "model.pt"))
+        drq_sac.frames_per_observation(str(tmp_path / "model.pt"), 8)
     with pytest.raises(SystemExit, match="^error: sac_ae_frozen.py needs --encoder-path"):
         sac_ae_frozen.validate(sac_ae_frozen.Args(), [])
     path, _ = _save_encoder(tmp_path, 1)
