@@ -474,7 +474,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     final = final_evaluation(q_network, args, env_id, device, run.logger, loop["global_step"], run.t_start,
                              run.interrupts)
     if final is None:  # interrupted: checkpoint the complete training and exit; the evaluation is redone on resume
-        run.checkpoint_when_due(loop["global_step"], checkpoint_state)
+        run.exit_interrupted(loop["global_step"], checkpoint_state)
     (run.dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done; its replay need not stay on disk
     return final
 

@@ -303,8 +303,13 @@ class Run:
 
     def checkpoint(self, **state) -> Path:
         """checkpoint.pt: the flags, the script's `state` (agent, replay, envs), the RNGs, `loop`, the logs' position."""
-        return save_run_checkpoint(self.dir, self.script, self.args, self.name, self.loop, self.t_start, self.logger,
-                                   **state)
+        return save_run_checkpoint(self.dir, self.script, self.args, self.name, self.loop, self.t_start,
+                                   self.logger, **state)
+
+    def exit_interrupted(self, step: int, state) -> None:
+        """After SIGINT/SIGTERM outside checkpoint_when_due: checkpoint(**state()), then exit with the command that
+        resumes the run."""
+        self.interrupts.exit(step, self.checkpoint(**state()), resume_command(self.dir))
 
     def checkpoint_when_due(self, step: int, state) -> None:
         """Every --checkpoint-interval steps, and after SIGINT/SIGTERM (then exits): checkpoint(**state())."""

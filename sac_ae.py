@@ -594,8 +594,7 @@ def main(args: Args, argv: list[str] = ()):
             for i in range(updates_done, updates):
                 if run.interrupts.requested:  # a thousand updates take many minutes on a CPU
                     loop["burst"] = {"action": action, "done": i}
-                    run.interrupts.exit(global_step, run.checkpoint(**checkpoint_state()),
-                                        run_utils.resume_command(run.dir))
+                    run.exit_interrupted(global_step, checkpoint_state)
                 loop["metrics"] |= update(agent, rb, loop["step"], args.batch_size, args.gamma, args.tau,
                                           args.policy_frequency, args.target_network_frequency, args.encoder_tau,
                                           args.decoder_frequency, args.decoder_latent_lambda)

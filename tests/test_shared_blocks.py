@@ -68,7 +68,8 @@ def test_the_update_starts_before_line_300(script):
     assert line < 300 and not earlier, f"{script}: {FIRST_UPDATE[script]} at line {line}, after {earlier}"
 
 
-@pytest.mark.parametrize("base, drq, limit", [("nddqn_atari.py", "drq_dqn.py", 62), ("sac_pixels.py", "drq_sac.py", 77)])
+@pytest.mark.parametrize("base, drq, limit",
+                         [("nddqn_atari.py", "drq_dqn.py", 62), ("sac_pixels.py", "drq_sac.py", 77)])
 def test_sibling_diff_stays_small(base, drq, limit):
     """`diff base drq` shows what DrQ adds; it must not grow past what issue 11 found (GNU diff's count)."""
     out = subprocess.run(["diff", str(ROOT / base), str(ROOT / drq)], capture_output=True, text=True).stdout
