@@ -17,18 +17,20 @@ benchmark_runtime.py (`results/benchmark_<device>.json`, or its `.csv`). No netw
 - Question 3: wall time per step of every run, and the update-cost table of the benchmark.
 
 Runs are grouped by (algo or recipe, code_version, flags): runs that differ in any configuration flag are never
-averaged together. A run without final.json did not finish: it is drawn dashed up to the step it reached and is
-never counted as a result in a table.
+averaged together; a flag missing from an older run's args.json counts at the script's current default. A run
+without final.json did not finish: it is drawn dashed up to the step it reached and is never counted as a result in
+a table.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import matplotlib
@@ -42,6 +44,7 @@ PROJECT_DIR = Path(__file__).resolve().parent
 REFERENCE_DIR = PROJECT_DIR / "reference"
 ATARI_ALGOS = ("nddqn_atari", "drq_dqn")
 DMC_ALGOS = ("sac_state", "sac_pixels", "drq_sac", "sac_ae", "sac_ae_frozen")
+SCRIPTS = (*ATARI_ALGOS, *DMC_ALGOS, "pretrain_autoencoder")  # args.json `algo` is the script's file name
 # dm_control suite domains; the ones with underscores are why 'ball_in_cup_catch' cannot be split at any '_'.
 DMC_DOMAINS = ("acrobot", "ball_in_cup", "cartpole", "cheetah", "dog", "finger", "fish", "hopper", "humanoid",
                "humanoid_CMU", "lqr", "manipulator", "pendulum", "point_mass", "quadruped", "reacher", "stacker",
@@ -98,7 +101,7 @@ class Args:
     where there is no .json) next to this script, not --quick ones"""
     merge_code_versions: bool = False
     """average runs of one configuration trained at different commits (a runs folder filled over days of
-    commits); off: a different code version is a different group"""
+    commits; a flag added since counts at its default); off: a different code version is a different group"""
 
 
 def fail(message: str):
@@ -434,13 +437,44 @@ class Group:
         return self.members[0].domain
 
 
-def per_env_flag_names(runs: list[Run]) -> set[str]:
+def script_defaults(algo: str) -> dict:
+    """The default of every flag in the current `Args` of the script `algo`.py; {} where there is no such script."""
+    if algo not in SCRIPTS:
+        return {}
+    try:
+        args_class = importlib.import_module(algo).Args
+    except ImportError:
+        return {}
+    return {f.name: f.default if f.default is not MISSING else f.default_factory()
+            for f in fields(args_class) if f.default is not MISSING or f.default_factory is not MISSING}
+
+
+def configurations(runs: list[Run]) -> dict[Path, dict]:
+    """Each run's args.json (by run folder), plus the flags that other runs of its algo have and it lacks, at the
+    script's current default. An older code version did not write the flags added since; without this, one
+    configuration trained before and after a flag came would split in two. It assumes a new flag's default keeps
+    the old results (channels_last, on by default, only reorders the convolutions' sums)."""
+    flag_names = defaultdict(set)
+    for r in runs:
+        flag_names[r.algo] |= r.args.keys()
+    defaults, out = {}, {}
+    for r in runs:
+        missing = flag_names[r.algo] - r.args.keys()
+        if missing and r.algo not in defaults:
+            defaults[r.algo] = script_defaults(r.algo)
+        # A flag the current script no longer has stays missing, so its runs stay apart.
+        out[r.path] = {**{k: defaults[r.algo][k] for k in missing if k in defaults[r.algo]}, **r.args}
+    return out
+
+
+def per_env_flag_names(runs: list[Run], config: dict[Path, dict]) -> set[str]:
     """Flags of DMC runs of one algo that are constant within every task but differ across tasks (for example the
     per-task action repeat, spec §1.4). They do not split groups: figures are per task, so no two runs with a
-    different value are ever averaged. Atari groups are aggregated across games, so there every flag counts."""
+    different value are ever averaged. Atari groups are aggregated across games, so there every flag counts.
+    `config`: each run's flags (configurations)."""
     by_flag_env = defaultdict(lambda: defaultdict(set))
     for r in runs:
-        for k, v in r.args.items():
+        for k, v in config[r.path].items():
             if k not in NON_CONFIG_FLAGS:
                 by_flag_env[k][r.env].add(_freeze(v))
     names = set()
@@ -451,13 +485,14 @@ def per_env_flag_names(runs: list[Run]) -> set[str]:
 
 
 def group_runs(runs: list[Run], merge_code_versions: bool = False) -> list[Group]:
+    config = configurations(runs)
     per_env = {}
     for algo in {r.algo for r in runs}:
         algo_runs = [r for r in runs if r.algo == algo]
-        per_env[algo] = per_env_flag_names(algo_runs) if algo_runs[0].domain == "dmc" else set()
+        per_env[algo] = per_env_flag_names(algo_runs, config) if algo_runs[0].domain == "dmc" else set()
     groups: dict[tuple, Group] = {}
     for r in runs:
-        flags = {k: v for k, v in r.args.items() if k not in NON_CONFIG_FLAGS and k not in per_env[r.algo]}
+        flags = {k: v for k, v in config[r.path].items() if k not in NON_CONFIG_FLAGS and k not in per_env[r.algo]}
         key = (r.algo, None if merge_code_versions else r.code_version, _freeze(flags))
         if key not in groups:
             groups[key] = Group(r.algo, r.code_version, flags)
@@ -466,7 +501,7 @@ def group_runs(runs: list[Run], merge_code_versions: bool = False) -> list[Group
     for g in out:
         g.code_version = ",".join(sorted({r.code_version for r in g.members}))
         for k in per_env[g.algo]:
-            g.per_env_flags[k] = {env: next(r.args.get(k) for r in g.members if r.env == env)
+            g.per_env_flags[k] = {env: next(config[r.path].get(k) for r in g.members if r.env == env)
                                   for env in sorted(g.envs())}
     _label_groups(out)
     return out
