@@ -10,6 +10,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import math  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -29,6 +30,18 @@ DMC_TASKS = [f"{domain}-{task}" for domain, task in suite.ALL_TASKS]
 ACTION_REPEAT = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "ball_in_cup-catch": 4,
                  "finger-spin": 2, "walker-walk": 2}
 DEFAULT_ACTION_REPEAT = 2
+
+
+@dataclass
+class EnvArgs:
+    """The task's flags, the same in every DMC training script, whose `Args` inherit them (spec §1.4, §6 items 3
+    and 5), as the Atari scripts' inherit atari_envs.EnvArgs."""
+    env_id: str = "cartpole-swingup"
+    """dm_control task: `cartpole-swingup` or `dm_control/cartpole-swingup-v0`"""
+    action_repeat: int | None = None
+    """env steps per agent action, rewards summed; default: the task's PlaNet-benchmark value, else 2 (spec §1.4)"""
+    episode_length: int = 1000
+    """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5)"""
 
 
 def resolve_env_id(env_id: str) -> tuple[str, str]:
@@ -206,3 +219,22 @@ def resolve_schedule(args) -> tuple[str, int, int]:
                       f"the buffer holds when updates start (--learning-starts {learning_starts} env steps at action "
                       f"repeat {action_repeat}, --buffer-size {args.buffer_size})")
     return env_name, action_repeat, learning_starts
+
+
+def evaluate_saved(args, argv: list[str], script: str, build, evaluate, **fields):
+    """--eval-checkpoint of a DMC script: the agent of its model.pt or checkpoint.pt on the run's own task and action
+    repeat. `build(saved flags, checkpoint, task, action repeat, device)` makes the evaluation env and the agent at
+    the run's sizes, into which the checkpoint's agent parts load; final.json records the returns of
+    `evaluate(actor, env, episodes, device, video path)`. Nothing is trained. Returns (final, agent, None) as `main`."""
+    t_start = time.time()
+    ckpt, device = run_utils.checkpoint_to_evaluate(args, argv, script)
+    saved = ckpt["args"]
+    action_repeat = saved["action_repeat"] or default_action_repeat(saved["env_id"])
+    env_name = "-".join(resolve_env_id(saved["env_id"]))
+    env, agent = build(saved, ckpt, env_name, action_repeat, device)
+    run_utils.load_parts_state(agent, ckpt["agent"])
+    final = run_utils.checkpoint_evaluation(args, script, env_name, device, t_start,
+                                            lambda video: evaluate(agent.actor, env, args.eval_episodes, device, video),
+                                            **{"k": saved.get("k", 1), "m": saved.get("m", 1), **fields},
+                                            action_repeat=action_repeat, total_timesteps=0)
+    return final, agent, None

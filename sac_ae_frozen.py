@@ -35,7 +35,7 @@ import run_utils
 
 
 @dataclass
-class Args(run_utils.RunArgs):
+class Args(dmc_envs.EnvArgs, run_utils.RunArgs):
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (used in run_name and as `algo` in final.json)"""
     seed: int = 1
@@ -48,14 +48,6 @@ class Args(run_utils.RunArgs):
     """path of a model.pt to load and evaluate (its env id and action repeat); no training happens"""
     checkpoint_interval: int = 10_000
     """env steps between full-state checkpoints in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
-
-    # Environment (spec §1.4, §6 items 3 and 5)
-    env_id: str = "cartpole-swingup"
-    """dm_control task: `cartpole-swingup` or `dm_control/cartpole-swingup-v0`"""
-    action_repeat: int | None = None
-    """env steps per agent action, rewards summed; default: the task's PlaNet-benchmark value, else 2 (spec §1.4)"""
-    episode_length: int = 1000
-    """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5)"""
 
     # Algorithm (spec §1.2, §1.4, §6 items 4 and 7)
     total_timesteps: int = 500_000
@@ -551,20 +543,13 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
 def evaluate_checkpoint(args: Args, argv: list[str]):
     """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and frozen encoder
     (inside the file); nothing is trained."""
-    t_start = time.time()
-    ckpt, device = run_utils.checkpoint_to_evaluate(args, argv, SCRIPT)
-    saved, pretrained = ckpt["args"], ckpt["pretrained"]
-    action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
-    env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
-    k = pretrained["frames_per_input"]
-    env = make_env(env_name, saved["seed"] + 10_000, action_repeat, frozen_encoder(pretrained["encoder"], k, device),
-                   saved["latent_stack"], k, saved["episode_length"], device)
-    agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"])
-    run_utils.load_parts_state(agent, ckpt["agent"])
-    final = run_utils.checkpoint_evaluation(args, SCRIPT, env_name, device, t_start,
-                                            lambda video: evaluate(agent.actor, env, args.eval_episodes, device, video),
-                                            k=1, m=1, ae_mode="frozen", action_repeat=action_repeat, total_timesteps=0)
-    return final, agent, None
+    def build(saved: dict, ckpt: dict, env_name: str, action_repeat: int, device: torch.device):
+        k = ckpt["pretrained"]["frames_per_input"]
+        env = make_env(env_name, saved["seed"] + 10_000, action_repeat,
+                       frozen_encoder(ckpt["pretrained"]["encoder"], k, device), saved["latent_stack"], k,
+                       saved["episode_length"], device)
+        return env, make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"])
+    return dmc_envs.evaluate_saved(args, argv, SCRIPT, build, evaluate, ae_mode="frozen")
 
 
 # the loop's counters at the start of a run (run_utils.Run keeps them; each checkpoint saves them)

@@ -33,7 +33,7 @@ import run_utils
 
 
 @dataclass
-class Args(run_utils.RunArgs):
+class Args(dmc_envs.EnvArgs, run_utils.RunArgs):
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (used in run_name and as `algo` in final.json)"""
     seed: int = 1
@@ -46,14 +46,6 @@ class Args(run_utils.RunArgs):
     """path of a model.pt to load and evaluate (its env id and action repeat); no training happens"""
     checkpoint_interval: int = 10_000
     """env steps between full-state checkpoints in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
-
-    # Environment (spec §1.4, §6 items 3 and 5)
-    env_id: str = "cartpole-swingup"
-    """dm_control task: `cartpole-swingup` or `dm_control/cartpole-swingup-v0`"""
-    action_repeat: int | None = None
-    """env steps per agent action, rewards summed; default: the task's PlaNet-benchmark value, else 2 (spec §1.4)"""
-    episode_length: int = 1000
-    """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5)"""
 
     # Algorithm (spec §1.2, §1.4, §6 items 4 and 7)
     total_timesteps: int = 500_000
@@ -541,22 +533,14 @@ def validate(args: Args, argv: list[str]) -> tuple[str, int, int, int, torch.dev
 def evaluate_checkpoint(args: Args, argv: list[str]):
     """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and sizes; nothing
     is trained."""
-    t_start = time.time()
-    ckpt, device = run_utils.checkpoint_to_evaluate(args, argv, SCRIPT)
-    saved = ckpt["args"]
-    frame_stack = frames_per_observation(saved["encoder_path"], saved["latent_stack"])
-    action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
-    env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
-    env = make_env(env_name, saved["seed"] + 10_000, action_repeat, frame_stack, saved["episode_length"])
-    agent = make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"],
-                       saved["feature_dim"], encoder_path=saved["encoder_path"], latent_stack=saved["latent_stack"],
-                       channels_last=args.channels_last, compile_networks=args.compile)
-    run_utils.load_parts_state(agent, ckpt["agent"])
-    final = run_utils.checkpoint_evaluation(args, SCRIPT, env_name, device, t_start,
-                                            lambda video: evaluate(agent.actor, env, args.eval_episodes, device, video),
-                                            k=saved.get("k", 1), m=saved.get("m", 1), action_repeat=action_repeat,
-                                            total_timesteps=0)
-    return final, agent, None
+    def build(saved: dict, ckpt: dict, env_name: str, action_repeat: int, device: torch.device):
+        env = make_env(env_name, saved["seed"] + 10_000, action_repeat,
+                       frames_per_observation(saved["encoder_path"], saved["latent_stack"]), saved["episode_length"])
+        return env, make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"],
+                               saved["feature_dim"], encoder_path=saved["encoder_path"],
+                               latent_stack=saved["latent_stack"], channels_last=args.channels_last,
+                               compile_networks=args.compile)
+    return dmc_envs.evaluate_saved(args, argv, SCRIPT, build, evaluate)
 
 
 # the loop's counters at the start of a run (run_utils.Run keeps them; each checkpoint saves them)

@@ -439,12 +439,23 @@ def test_smoke_in_process(module, tmp_path):
     assert (run_dir / "model.pt").is_file()
 
 
-def test_smoke_eval_checkpoint_and_video(tmp_path):
-    final, _, _ = sac_state.main(sac_state.Args(runs_dir=str(tmp_path / "a"), save_model=True, **TINY))
+@pytest.mark.parametrize("module", [sac_state, sac_pixels, drq_sac], ids=lambda m: m.__name__)
+def test_smoke_eval_checkpoint_and_video(module, tmp_path):
+    final, trained, _ = module.main(module.Args(runs_dir=str(tmp_path / "a"), save_model=True, hidden_dim=32,
+                                                seed=3, **TINY))
     ckpt = tmp_path / "a" / final["run_name"] / "model.pt"
-    out, agent, rb = sac_state.main(sac_state.Args(runs_dir=str(tmp_path / "b"), eval_checkpoint=str(ckpt),
-                                                   eval_episodes=2, capture_video=True))
+    # --seed and --hidden-dim are the run's, from model.pt: the command line's would build another agent
+    out, agent, rb = module.main(module.Args(runs_dir=str(tmp_path / "b"), eval_checkpoint=str(ckpt),
+                                             eval_episodes=2, capture_video=True))
     assert rb is None and len(out["returns"]) == 2 and out["evaluated_checkpoint"] == str(ckpt)
+    assert (out["k"], out["m"], out["action_repeat"], out["env_id"]) == (final["k"], final["m"], 8, "cartpole-swingup")
+    for name in ("actor", "critic", "critic_target"):  # every tensor of the trained agent, loaded
+        saved, loaded = getattr(trained, name).state_dict(), getattr(agent, name).state_dict()
+        assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+    # independent: the trained agent itself on a fresh eval env of the run's seed gives the same two returns
+    env = dmc_envs.make_env("cartpole-swingup", 3 + 10_000, 8, pixels=module is not sac_state,
+                            episode_length=TINY["episode_length"])
+    assert module.evaluate(trained.actor, env, 2, torch.device("cpu")) == out["returns"]
     run_dir = tmp_path / "b" / out["run_name"]
     assert (run_dir / "final.json").is_file()
     video = run_dir / "videos" / "eval_checkpoint.mp4"
