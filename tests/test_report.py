@@ -216,6 +216,19 @@ def test_report_has_every_game_algorithm_and_figure(synthetic):
     assert "| drq_sac_k2_m2 | 512 | 123.46 |" in md and "unavailable: sac_ae.py not found" in md
 
 
+def test_header_command_redraws_the_same_report():
+    # the header's command, parsed back by the report's own command line, gives the very flags that drew it
+    import tyro
+
+    args = report.Args(runs_dir="results/evidence", out_dir="out", bootstrap_reps=2000, merge_code_versions=True,
+                       benchmark=["a.json", "b.csv"])
+    line = report.command_line(args)
+    assert line == ("python report.py --runs-dir results/evidence --out-dir out --bootstrap-reps 2000 "
+                    "--benchmark a.json b.csv --merge-code-versions")
+    assert tyro.cli(report.Args, args=line.split()[2:]) == args
+    assert report.command_line(report.Args()) == "python report.py --runs-dir runs --out-dir report"
+
+
 def test_report_lists_missing_game_and_does_not_mix_groups(synthetic):
     runs, out, md, summary, atari = synthetic
     groups = summary["atari"]["groups"]
