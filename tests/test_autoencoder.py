@@ -22,6 +22,8 @@ import sac_ae  # noqa: E402
 import sac_ae_frozen  # noqa: E402
 import sac_pixels  # noqa: E402
 import sac_state  # noqa: E402
+from helpers import (assert_same_pretrain_run, assert_same_rl_run, assert_same_state,  # noqa: E402
+                     assert_sigterm_exit)
 
 
 def _blobs(n: int, seed: int = 0) -> np.ndarray:
@@ -197,22 +199,16 @@ def _save_encoder(tmp_path: Path, k: int) -> tuple[Path, dict]:
     return path, {key: v.clone() for key, v in enc.state_dict().items()}
 
 
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
 @pytest.mark.parametrize("k", [1, 3])
 def test_saved_encoder_loads_bit_for_bit_into_sac_ae_sac_pixels_and_drq_sac(tmp_path, k):
     path, state = _save_encoder(tmp_path, k)
     ckpt = pa.load_encoder_checkpoint(str(path))
-    _assert_same_state(sac_ae_frozen.frozen_encoder(ckpt["encoder"], k, torch.device("cpu")).state_dict(), state)
+    assert_same_state(sac_ae_frozen.frozen_encoder(ckpt["encoder"], k, torch.device("cpu")).state_dict(), state)
     # sac_ae.py starts both encoder heads (and the tied convs) from the checkpoint, after SAC-AE's init
     agent = sac_ae.make_agent((3 * k, 84, 84), 1, torch.device("cpu"), 32, pretrained=ckpt)
-    _assert_same_state(agent.critic.encoder.state_dict(), state)
-    _assert_same_state(agent.actor.encoder.state_dict(), state)
-    _assert_same_state(agent.critic_target.encoder.state_dict(), state)
+    assert_same_state(agent.critic.encoder.state_dict(), state)
+    assert_same_state(agent.actor.encoder.state_dict(), state)
+    assert_same_state(agent.critic_target.encoder.state_dict(), state)
     # drq_sac.py (and its no-augmentation control sac_pixels.py) --encoder-path: Actor and Critic re-initialise
     # what they hold; the weights must survive that
     n = 2
@@ -220,7 +216,7 @@ def test_saved_encoder_loads_bit_for_bit_into_sac_ae_sac_pixels_and_drq_sac(tmp_
         agent = module.make_agent((3 * (n + k - 1), 84, 84), 1, torch.device("cpu"), 32, encoder_path=str(path),
                                   latent_stack=n)
         for net in (agent.actor, agent.critic, agent.critic_target):
-            _assert_same_state(net.encoder.encoder.state_dict(), state)
+            assert_same_state(net.encoder.encoder.state_dict(), state)
     # and its features are the per-step encodings of the stacked frames, concatenated
     frames = torch.as_tensor(_blobs(n + k - 1)).reshape(1, -1, 84, 84)
     reference = pa.Encoder((3 * k, 84, 84))
@@ -323,7 +319,7 @@ def test_frozen_update_changes_no_encoder_weight_but_trains_the_critic():
     q_before = agent.critic.q1[0].weight.detach().clone()
     for step in range(4):
         sac_ae_frozen.update(agent, rb, step, batch_size=4)
-    _assert_same_state(encoder.state_dict(), before)
+    assert_same_state(encoder.state_dict(), before)
     assert not torch.equal(agent.critic.q1[0].weight, q_before)
     encoder_params = {id(p) for p in encoder.parameters()}
     for opt in (agent.actor_optimizer, agent.critic_optimizer, agent.alpha_optimizer):
@@ -344,7 +340,7 @@ def test_drq_with_pretrained_encoder_changes_no_encoder_weight(tmp_path):
     for step in range(4):
         drq_sac.update(agent, rb, step, batch_size=4)
     for net in (agent.actor, agent.critic, agent.critic_target):
-        _assert_same_state(net.encoder.encoder.state_dict(), state)
+        assert_same_state(net.encoder.encoder.state_dict(), state)
     assert not torch.equal(agent.critic.q1[0].weight, q_before)
 
 
@@ -562,40 +558,7 @@ def _sigterm_at_call(script: str, owner: str, name: str, n: int, *args: str) -> 
     code = SIGTERM_AT_CALL.format(script=str(ROOT / script), module=Path(script).stem, owner=owner, name=name, n=n)
     proc = subprocess.run([sys.executable, "-c", code, "--no-cuda", *args], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert proc.returncode == 143 and "Traceback" not in proc.stderr, proc.stdout[-2000:] + proc.stderr[-3000:]
-    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("SIGTERM at step")]
-    run = Path(line.split("--resume ")[1])
-    assert (run / "checkpoint.pt").is_file() and not (run / "final.json").exists()
-    return run
-
-
-def _logged(run: Path) -> list[dict]:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in ("time", "charts/SPS")} for row in rows]
-
-
-def _assert_bitwise(a, b, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_bitwise(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_bitwise(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
-def _assert_same_sac_ae_run(a: Path, b: Path) -> None:
-    assert _logged(a) == _logged(b)
-    returns = [json.loads((run / "final.json").read_text())["returns"] for run in (a, b)]
-    assert returns[0] == returns[1]
-    _assert_bitwise(torch.load(a / "model.pt", weights_only=True)["agent"],
-                    torch.load(b / "model.pt", weights_only=True)["agent"])
-    assert not (b / "checkpoint.pt").exists()
+    return assert_sigterm_exit(proc.returncode, proc.stdout, proc.stderr)
 
 
 def test_sac_ae_interrupted_inside_its_first_burst_of_updates_resumes_bitwise(tmp_path):
@@ -607,7 +570,7 @@ def test_sac_ae_interrupted_inside_its_first_burst_of_updates_resumes_bitwise(tm
     loop = torch.load(run / "checkpoint.pt", weights_only=True)["loop"]
     assert loop["burst"]["done"] == 5 and loop["global_step"] == 160 and not loop["updated"]
     _run("sac_ae.py", "--resume", str(run))
-    _assert_same_sac_ae_run(_single_run_dir(tmp_path / "straight", "sac_ae"), run)
+    assert_same_rl_run(_single_run_dir(tmp_path / "straight", "sac_ae"), run)
 
 
 def test_sac_ae_frozen_resumes_bitwise_without_its_encoder_file(encoders, tmp_path):
@@ -618,7 +581,7 @@ def test_sac_ae_frozen_resumes_bitwise_without_its_encoder_file(encoders, tmp_pa
     run = _sigterm_at_call("sac_ae_frozen.py", "m", "update", 7, *flags, "--runs-dir", str(tmp_path / "cut"))
     encoder.unlink()  # the checkpoint carries the frozen encoder, so the run continues with the very same one
     _run("sac_ae_frozen.py", "--resume", str(run))
-    _assert_same_sac_ae_run(_single_run_dir(tmp_path / "straight", "sac_ae_frozen"), run)
+    assert_same_rl_run(_single_run_dir(tmp_path / "straight", "sac_ae_frozen"), run)
 
 
 def test_pretrain_interrupted_while_collecting_and_inside_an_epoch_resumes_bitwise(encoders, tmp_path):
@@ -637,8 +600,4 @@ def test_pretrain_interrupted_while_collecting_and_inside_an_epoch_resumes_bitwi
     (dataset,) = (tmp_path / "ds").iterdir()
     (frames, first, meta), (frames0, first0, meta0) = pa.load_dataset(dataset), pa.load_dataset(encoders["dataset"])
     assert np.array_equal(frames, frames0) and np.array_equal(first, first0) and meta == meta0
-    assert _logged(run) == _logged(encoders["run1"])
-    for key in ("encoder", "decoder"):
-        _assert_bitwise(torch.load(run / "encoder.pt", weights_only=True)[key],
-                        torch.load(encoders["run1"] / "encoder.pt", weights_only=True)[key])
-    assert not (run / "checkpoint.pt").exists()
+    assert_same_pretrain_run(encoders["run1"], run)

@@ -1,19 +1,14 @@
 """Runs survive interruption: SIGTERM near the middle of a short run writes a checkpoint and exits 143 with one
 line; --resume continues it, and the result is bitwise the run that was never interrupted (parameters, optimizer
 state, replay-driven metrics), because every RNG, the env and the loop state travel in the checkpoint."""
-import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
+
+from helpers import assert_same_pretrain_run, assert_same_rl_run, interrupt_and_resume, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 DMC_TINY = ["--total-timesteps", "1200", "--learning-starts", "400", "--batch-size", "16", "--eval-episodes", "1",
             "--episode-length", "200", "--eval-frequency", "400", "--buffer-size", "1000", "--hidden-dim", "32",
@@ -34,84 +29,12 @@ CASES = {
 }
 
 
-def run_dir(runs: Path) -> Path:
-    (only,) = [p for p in runs.iterdir() if p.is_dir()]
-    return only
-
-
-def metrics(path: Path) -> list[dict]:
-    """Logged points without the wall-clock fields, which no two runs share."""
-    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in ("time", "charts/SPS")} for row in rows]
-
-
-def step_of(line: str) -> int | None:
-    if line.startswith("step "):
-        return int(line.split()[1].split("/")[0])
-    return None
-
-
-def oversized(value, where="") -> list[str]:
-    if isinstance(value, torch.Tensor):
-        return [where] if value.untyped_storage().nbytes() > value.nbytes else []
-    if isinstance(value, dict):
-        return [w for key, v in value.items() for w in oversized(v, f"{where}.{key}")]
-    if isinstance(value, (list, tuple)):
-        return [w for i, v in enumerate(value) for w in oversized(v, f"{where}[{i}]")]
-    return []
-
-
-def assert_same_state(a, b, where=""):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_state(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_sigterm_then_resume_is_bitwise_the_uninterrupted_run(script, tmp_path):
     flags, total = CASES[script]
     cmd = [sys.executable, str(ROOT / f"{script.split(':')[0]}.py"), *flags]
-    straight = tmp_path / "straight"
-    subprocess.run([*cmd, "--runs-dir", str(straight)], env=ENV, check=True, capture_output=True, timeout=600)
-
-    cut = tmp_path / "cut"
-    proc = subprocess.Popen([*cmd, "--runs-dir", str(cut)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    for line in proc.stdout:
-        step = step_of(line)
-        if step is not None and step >= total // 2:
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err
-    assert "Traceback" not in err
-    (last,) = [line for line in out.splitlines() if "SIGTERM" in line]
-    assert "--resume" in last and "checkpoint" in last
-    directory = run_dir(cut)
-    assert (directory / "checkpoint.pt").is_file() and not (directory / "final.json").exists()
-    # the replay's written part only: no tensor drags a larger storage (the whole preallocated buffer) into the file
-    assert not oversized(torch.load(directory / "checkpoint.pt", weights_only=True))
-
-    resumed = subprocess.run([*cmd, "--runs-dir", str(cut), "--resume", str(directory)], env=ENV,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = run_dir(straight), directory
-    assert metrics(a) == metrics(b)
-    final_a, final_b = json.loads((a / "final.json").read_text()), json.loads((b / "final.json").read_text())
-    assert final_a["returns"] == final_b["returns"]
-    model_a = torch.load(a / "model.pt", weights_only=True)["agent"]
-    model_b = torch.load(b / "model.pt", weights_only=True)["agent"]
-    assert_same_state(model_a, model_b)
-    assert not (b / "checkpoint.pt").exists()  # a finished run drops its replay from disk
+    straight, resumed_run, _ = interrupt_and_resume(cmd, tmp_path, total)
+    assert_same_rl_run(straight, resumed_run)
 
 
 def test_pretrain_autoencoder_sigterm_then_resume_is_bitwise_the_uninterrupted_run(tmp_path):
@@ -121,33 +44,10 @@ def test_pretrain_autoencoder_sigterm_then_resume_is_bitwise_the_uninterrupted_r
            "--batch-size", "4", "--epochs", "6", "--eval-frames", "8", "--png-frames", "2", "--no-cuda",
            "--dataset-dir", str(tmp_path / "datasets")]
     total = 6 * (30 // 4)  # epochs x minibatches of the 30 training frames (the episode boundary at 30 of 40)
-    straight, cut = tmp_path / "straight", tmp_path / "cut"
-    subprocess.run([*cmd, "--runs-dir", str(straight)], env=ENV, check=True, capture_output=True, timeout=600)
-    proc = subprocess.Popen([*cmd, "--runs-dir", str(cut)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    for line in proc.stdout:
-        step = step_of(line)
-        if step is not None and step >= total // 2:
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143 and "Traceback" not in err, err
-    (last,) = [line for line in out.splitlines() if "SIGTERM" in line]
-    assert "--resume" in last and "checkpoint" in last
-    directory = run_dir(cut)
-    assert (directory / "checkpoint.pt").is_file() and not (directory / "final.json").exists()
-    # the replay's written part only: no tensor drags a larger storage (the whole preallocated buffer) into the file
-    assert not oversized(torch.load(directory / "checkpoint.pt", weights_only=True))
-
-    resumed = subprocess.run([*cmd, "--runs-dir", str(cut), "--resume", str(directory)], env=ENV,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    straight, resumed_run, resumed = interrupt_and_resume(cmd, tmp_path, total)
     assert "collecting" not in resumed.stdout  # the dataset it collected before the signal
-    a, b = run_dir(straight), directory
-    assert metrics(a) == metrics(b) and len(metrics(a)) == 6
-    ae_a, ae_b = (torch.load(run / "encoder.pt", weights_only=True) for run in (a, b))
-    assert_same_state({k: ae_a[k] for k in ("encoder", "decoder")}, {k: ae_b[k] for k in ("encoder", "decoder")})
-    assert not (b / "checkpoint.pt").exists()
+    assert len(metrics(straight)) == 6
+    assert_same_pretrain_run(straight, resumed_run)
 
 
 def test_resume_refuses_metrics_shorter_than_its_checkpoint(tmp_path):
