@@ -19,7 +19,6 @@ loss_curves.png, metrics.jsonl (train and held-out reconstruction MSE per epoch,
     python pretrain_autoencoder.py --eval-encoder runs_ae/<run>/encoder.pt --dataset datasets/<file>.npz
     python pretrain_autoencoder.py --resume runs_ae/<run>                    # continue an interrupted run
 """
-import importlib
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
+import ae_files
 import dmc_envs
 import run_utils
 
@@ -383,7 +383,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
 
     if cfg["dataset"] is not None:
         print(f"dataset: loading {len(cfg['dataset'][1])} frames from {path} ...", flush=True)
-        frames, first, meta = load_dataset(path)
+        frames, first, meta = ae_files.load_dataset(path)
         print(f"dataset: {len(frames)} frames, {int(first.sum())} episodes <- {path} {meta}", flush=True)
     else:
         resume = ckpt["collect"] if ckpt else None
@@ -403,7 +403,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
         frames, first = collect_frames(env_name, args.num_frames, args.seed, action_repeat, args.episode_length,
                                        policy, cfg["pixels"], resume, interrupts, stop)
         print(f"dataset: saving {len(frames)} frames to {path} ...", flush=True)
-        save_dataset(path, frames, first, env_id=env_name, policy=cfg["policy"], action_repeat=action_repeat,
+        ae_files.save_dataset(path, frames, first, env_id=env_name, policy=cfg["policy"], action_repeat=action_repeat,
                      seed=args.seed)
         print(f"dataset: {len(frames)} frames, {int(first.sum())} episodes -> {path}", flush=True)
 
@@ -475,7 +475,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
 
     history = train["history"]
     encoder_path = logger.dir / "encoder.pt"
-    save_encoder_checkpoint(encoder_path, encoder, decoder, k, env_name,
+    ae_files.save_encoder_checkpoint(encoder_path, encoder, decoder, k, env_name,
                             {"dataset": str(path), "epochs": args.epochs, "run_name": run_name})
     save_figures(logger.dir, encoder, decoder, stack_frames(frames_t, starts_t, heldout_idx[: args.png_frames], k),
                  history)
@@ -491,10 +491,9 @@ def main(args: Args, argv: list[str] = ()) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping: --eval-encoder, files (dataset, encoder.pt, policy), validation, the command line
+# Run bookkeeping: --eval-encoder, validation, the command line (the files: ae_files.py)
 
 SCRIPT = Path(__file__).stem
-POLICY_SCRIPTS = ("sac_state", "sac_pixels", "drq_sac")  # the scripts whose saved actor can collect frames
 
 
 def evaluate_encoder(args: Args, cfg: dict, frames: torch.Tensor, starts: torch.Tensor, path: Path, run_name: str,
@@ -516,74 +515,6 @@ def evaluate_encoder(args: Args, cfg: dict, frames: torch.Tensor, starts: torch.
     return final
 
 
-def save_dataset(path: Path, frames: np.ndarray, first: np.ndarray, **meta) -> None:
-    """Compressed uint8 frames, stored once; `first` marks each episode's first frame, from which any frame stack
-    is rebuilt (`stack_frames`), so one dataset serves --frames-per-input 1 and 3."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, frames=frames, first=first, **{k: np.asarray(v) for k, v in meta.items()})
-    os.replace(tmp, path)
-
-
-def load_dataset(path: Path, with_frames: bool = True):
-    """(frames, first, meta) of a dataset .npz. with_frames=False leaves the frames out (None): they take long to
-    decompress, and the rest is enough to check the file and plan the run."""
-    run_utils.require(path.is_file(), f"--dataset {path} does not exist")
-    try:
-        with np.load(path) as d:  # allow_pickle stays off: a file from elsewhere cannot run code
-            run_utils.require("frames" in d.files and "first" in d.files,
-                              f"--dataset {path} has no 'frames'/'first' arrays (not written by this script)")
-            frames = d["frames"] if with_frames else None
-            first = d["first"].astype(bool)
-            meta = {k: d[k].item() for k in d.files if k not in ("frames", "first")}
-    except Exception as exc:  # a truncated or foreign file fails in many ways
-        run_utils.fail(f"--dataset {path} is not a dataset .npz of this script ({type(exc).__name__}: "
-                       f"{first_line(exc)})")
-    if frames is not None:
-        run_utils.require(frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1] == 3
-                          and len(frames) == len(first),
-                          f"--dataset {path}: expected uint8 frames (N, 3, H, W), got {frames.dtype} {frames.shape}")
-    return frames, first, meta
-
-
-def save_encoder_checkpoint(path: Path, encoder: nn.Module, decoder: nn.Module, frames_per_input: int, env_id: str,
-                            extra: dict) -> None:
-    """What --encoder-path reads (sac_ae_frozen.py, sac_ae.py, drq_sac.py): the encoder's and the decoder's state
-    dicts and the input layout; written atomically, loadable with weights_only=True."""
-    run_utils.save_checkpoint(path, SCRIPT, {"encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
-                                             "frames_per_input": frames_per_input, "feature_dim": FEATURE_DIM,
-                                             "env_id": env_id, **extra})
-
-
-def load_autoencoder(path: str) -> tuple[Encoder, Decoder, int]:
-    """Encoder and decoder of an encoder.pt of this script (read on the CPU with weights_only=True; a bad file is a
-    one-line error) and its frames per input."""
-    run_utils.require(Path(path).is_file(), f"--eval-encoder {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        k = ckpt["frames_per_input"]
-        encoder, decoder = Encoder((3 * k, 84, 84), ckpt["feature_dim"]), Decoder(3 * k, ckpt["feature_dim"])
-        encoder.load_state_dict(ckpt["encoder"])
-        decoder.load_state_dict(ckpt["decoder"])
-    except Exception as exc:  # a wrong file fails in many ways
-        run_utils.fail(f"--eval-encoder {path} is not an encoder.pt of pretrain_autoencoder.py "
-                       f"({type(exc).__name__}: {first_line(exc)})")
-    return encoder, decoder, k
-
-
-def load_encoder_checkpoint(path: str) -> dict:
-    """--encoder-path of sac_ae.py, sac_ae_frozen.py, sac_pixels.py, drq_sac.py: an encoder.pt of this script, read with
-    weights_only=True (a file from elsewhere cannot run code) and checked early: a bad file is a one-line error."""
-    run_utils.require(Path(path).is_file(), f"--encoder-path {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        Encoder((3 * ckpt["frames_per_input"], 84, 84), ckpt["feature_dim"]).load_state_dict(ckpt["encoder"])
-    except Exception as exc:  # a wrong file fails in many ways
-        run_utils.fail(f"--encoder-path {path} is not an encoder.pt of pretrain_autoencoder.py "
-                       f"({type(exc).__name__}: {first_line(exc)})")
-    return ckpt
-
-
 class PretrainedEncoder(nn.Module):
     """--encoder-path of sac_pixels.py and drq_sac.py, the report's "DrQ on SAC+AE" (§2, §4): this file's Encoder
     (`pretrained`, loaded and frozen by their make_agent) on each of the last `latent_stack` steps (step j: frames
@@ -601,39 +532,6 @@ class PretrainedEncoder(nn.Module):
         channels = torch.arange(3 * self.k, device=obs.device) + 3 * torch.arange(self.n, device=obs.device)[:, None]
         with torch.no_grad():  # the N steps' inputs batched as B * N
             return self.encoder(obs[:, channels.flatten()].reshape(b * self.n, 3 * self.k, h, w)).reshape(b, -1)
-
-
-def load_policy(path: str, device: torch.device):
-    """The script module (sac_state, sac_pixels or drq_sac) and actor of its model.pt or checkpoint.pt (read with
-    weights_only=True), the run's flags with the action repeat resolved, and whether the actor acts on pixels. The
-    actor is built by its own script's classes, so it acts bitwise as it did in its run."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        script, state, saved = ckpt["script"], ckpt["agent"]["actor"], ckpt["args"]
-    except Exception as exc:  # a wrong file fails in many ways
-        run_utils.fail(f"--policy-checkpoint {path} is not a model.pt of sac_state.py, sac_pixels.py or drq_sac.py "
-                       f"--save-model ({type(exc).__name__}: {first_line(exc)})")
-    run_utils.require(script in POLICY_SCRIPTS, f"--policy-checkpoint {path} is a checkpoint of {script}.py; collect "
-                      "with a sac_state.py, sac_pixels.py or drq_sac.py policy")
-    run_utils.require(not any(key.startswith("encoder.encoder.") for key in state),
-                      f"--policy-checkpoint {path} acts on a pretrained encoder (drq_sac.py --encoder-path); collect "
-                      "with an end-to-end sac_state.py, sac_pixels.py or drq_sac.py policy")
-    module = importlib.import_module(script)
-    pixels = any(key.startswith("encoder.convs.") for key in state)
-    if pixels:  # in the memory layout the policy ran in, so its actions are bitwise its own
-        encoder = module.Encoder((state["encoder.convs.0.weight"].shape[1], 84, 84),
-                                 saved.get("feature_dim", FEATURE_DIM), channels_last=saved.get("channels_last", False))
-    else:
-        encoder = module.StateEncoder((state["trunk.0.weight"].shape[1],))
-    actor = module.Actor(encoder, state["trunk.4.weight"].shape[0] // 2, saved["hidden_dim"]).to(device)
-    actor.load_state_dict(state)
-    action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
-    return module, actor, {**saved, "action_repeat": action_repeat}, pixels
-
-
-def first_line(exc: Exception) -> str:
-    """An exception's message cut to one short line, for one-line errors."""
-    return (str(exc).strip().splitlines() or [""])[0][:120]
 
 
 def progress_line(progress: run_utils.Progress, step: int) -> str:
@@ -658,7 +556,7 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None) -> dict:
     dataset_path = ckpt["dataset"] if ckpt and ckpt["phase"] == "train" else args.dataset
     dataset, module, actor, saved, pixels, policy = None, None, None, {}, True, "random"
     if dataset_path is not None:
-        dataset = load_dataset(Path(dataset_path), with_frames=False)
+        dataset = ae_files.load_dataset(Path(dataset_path), with_frames=False)
         meta = dataset[2]
         env_name = str(meta.get("env_id", env_name))
         action_repeat = int(meta.get("action_repeat", args.action_repeat or dmc_envs.default_action_repeat(env_name)))
@@ -667,7 +565,7 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None) -> dict:
         if args.policy_checkpoint is not None:
             run_utils.require(Path(args.policy_checkpoint).is_file(),
                               f"--policy-checkpoint {args.policy_checkpoint} does not exist")
-            module, actor, saved, pixels = load_policy(args.policy_checkpoint, torch.device("cpu"))
+            module, actor, saved, pixels = ae_files.load_policy(args.policy_checkpoint, torch.device("cpu"))
             env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
             policy = f"policy-{Path(args.policy_checkpoint).parent.name}"
         action_repeat = args.action_repeat or saved.get("action_repeat") or dmc_envs.default_action_repeat(env_name)
@@ -677,7 +575,7 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None) -> dict:
         train_frames = args.num_frames - max(int(round(args.num_frames * args.heldout_fraction)), 1)
     autoencoder = None
     if args.eval_encoder is not None:
-        autoencoder = load_autoencoder(args.eval_encoder)
+        autoencoder = ae_files.load_autoencoder(args.eval_encoder, Encoder, Decoder)
     else:
         run_utils.require(args.batch_size <= train_frames, f"--batch-size {args.batch_size} is larger than the "
                           f"training split (~{train_frames} frames)")

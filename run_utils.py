@@ -125,6 +125,11 @@ def fail(message: str):
     raise SystemExit(f"error: {message}")
 
 
+def first_line(exc: Exception) -> str:
+    """An exception's message cut to one short line, for one-line errors."""
+    return (str(exc).strip().splitlines() or [""])[0][:120]
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         fail(message)
@@ -471,7 +476,7 @@ def load_checkpoint(path: str | Path, script: str, device: torch.device | str = 
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled code: torch raises many types
-        fail(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+        fail(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {first_line(exc)})")
     require(isinstance(ckpt, dict) and "script" in ckpt, f"{str(path)!r} is not a checkpoint of this project")
     require(ckpt["script"] == script, f"{str(path)!r} is a checkpoint of {ckpt['script']}.py, not of {script}.py")
     return ckpt

@@ -27,8 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
+import ae_files
 import dmc_envs
-import pretrain_autoencoder
 import run_utils
 
 
@@ -639,7 +639,7 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
                        **{name: value for name, value in optional.items() if value is not None})
     dmc_envs.resolve_env_id(args.env_id)  # the task first, then the encoder, then the schedule
     pretrained = ckpt["pretrained"] if ckpt else (args.encoder_path and
-                                                  pretrain_autoencoder.load_encoder_checkpoint(args.encoder_path))
+                                                  ae_files.load_encoder_checkpoint(args.encoder_path, Encoder))
     k = pretrained["frames_per_input"] if pretrained else (args.frames_per_input or 3)
     run_utils.require(args.frames_per_input in (None, k),
                       f"--frames-per-input {args.frames_per_input} differs from the encoder checkpoint's {k}")

@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
+import ae_files
 import dmc_envs
-import pretrain_autoencoder
 import run_utils
 
 
@@ -535,7 +535,7 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
         run_utils.positive(action_repeat=args.action_repeat)
     run_utils.require(ckpt or args.encoder_path, "sac_ae_frozen.py needs --encoder-path (an encoder.pt of "
                       "pretrain_autoencoder.py)")
-    pretrained = ckpt["pretrained"] if ckpt else pretrain_autoencoder.load_encoder_checkpoint(args.encoder_path)
+    pretrained = ckpt["pretrained"] if ckpt else ae_files.load_encoder_checkpoint(args.encoder_path, Encoder)
     env_name, action_repeat, learning_starts = dmc_envs.resolve_schedule(args)
     return pretrained, env_name, action_repeat, learning_starts, run_utils.check_run_flags(args, argv)
 

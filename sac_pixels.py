@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
+import ae_files
 import dmc_envs
 import pretrain_autoencoder
 import run_utils
@@ -416,7 +417,7 @@ def frames_per_observation(encoder_path: str | None, latent_stack: int) -> int:
     """3 stacked frames (spec §1.4); with --encoder-path the frames of the last --latent-stack encoder inputs."""
     if encoder_path is None:
         return 3
-    return latent_stack + pretrain_autoencoder.load_encoder_checkpoint(encoder_path)["frames_per_input"] - 1
+    return latent_stack + ae_files.load_encoder_checkpoint(encoder_path, Encoder)["frames_per_input"] - 1
 
 
 def make_env(env_name: str, seed: int, action_repeat: int, frame_stack: int, episode_length: int) -> dmc_envs.DMCEnv:

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import ae_files  # noqa: E402
 import dmc_envs  # noqa: E402
 import drq_sac  # noqa: E402
 import pretrain_autoencoder as pa  # noqa: E402
@@ -139,13 +140,13 @@ def test_dataset_is_saved_compressed_uint8_and_reloads_exactly(tmp_path):
     first = np.zeros(30, dtype=bool)
     first[[0, 12]] = True
     path = tmp_path / "d.npz"
-    pa.save_dataset(path, frames, first, env_id="cartpole-swingup", policy="random")
-    f2, first2, meta = pa.load_dataset(path)
+    ae_files.save_dataset(path, frames, first, env_id="cartpole-swingup", policy="random")
+    f2, first2, meta = ae_files.load_dataset(path)
     assert f2.dtype == np.uint8 and np.array_equal(f2, frames) and np.array_equal(first2, first)
     assert meta == {"env_id": "cartpole-swingup", "policy": "random"}
     assert path.stat().st_size < frames.nbytes / 5  # compressed
     with pytest.raises(SystemExit, match="error: "):
-        pa.load_dataset(tmp_path / "missing.npz")
+        ae_files.load_dataset(tmp_path / "missing.npz")
 
 
 # ---- textual alignment: the blocks copied from the DMC scripts and between the autoencoder scripts stay identical
@@ -195,14 +196,14 @@ def _save_encoder(tmp_path: Path, k: int) -> tuple[Path, dict]:
         for p in list(enc.parameters()) + list(dec.parameters()):
             p.add_(torch.randn_like(p) * 0.01)
     path = tmp_path / f"encoder{k}.pt"
-    pa.save_encoder_checkpoint(path, enc, dec, k, "cartpole-swingup", {})
+    ae_files.save_encoder_checkpoint(path, enc, dec, k, "cartpole-swingup", {})
     return path, {key: v.clone() for key, v in enc.state_dict().items()}
 
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_saved_encoder_loads_bit_for_bit_into_sac_ae_sac_pixels_and_drq_sac(tmp_path, k):
     path, state = _save_encoder(tmp_path, k)
-    ckpt = pa.load_encoder_checkpoint(str(path))
+    ckpt = ae_files.load_encoder_checkpoint(str(path), pa.Encoder)
     assert_same_state(sac_ae_frozen.frozen_encoder(ckpt["encoder"], k, torch.device("cpu")).state_dict(), state)
     # sac_ae.py starts both encoder heads (and the tied convs) from the checkpoint, after SAC-AE's init
     agent = sac_ae.make_agent((3 * k, 84, 84), 1, torch.device("cpu"), 32, pretrained=ckpt)
@@ -228,10 +229,10 @@ def test_saved_encoder_loads_bit_for_bit_into_sac_ae_sac_pixels_and_drq_sac(tmp_
 
 def test_bad_encoder_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="^error: --encoder-path .* does not exist"):
-        pa.load_encoder_checkpoint(str(tmp_path / "missing.pt"))
+        ae_files.load_encoder_checkpoint(str(tmp_path / "missing.pt"), pa.Encoder)
     torch.save({"actor": {}}, tmp_path / "model.pt")
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
-        pa.load_encoder_checkpoint(str(tmp_path / "model.pt"))
+        ae_files.load_encoder_checkpoint(str(tmp_path / "model.pt"), pa.Encoder)
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
         drq_sac.frames_per_observation(str(tmp_path / "model.pt"), 8)
     with pytest.raises(SystemExit, match="^error: sac_ae_frozen.py needs --encoder-path"):
@@ -399,7 +400,7 @@ def test_policy_checkpoint_loads_the_saved_actor_and_collects_with_it(module, tm
     # what --save-model writes: the run's flags (action repeat unresolved, None) and the agent state
     run_utils.save_checkpoint(tmp_path / "model.pt", module.SCRIPT, {"args": vars(args), "run_name": "test",
                                                                      "agent": module.agent_state(agent)})
-    policy_module, actor, saved, pixels = pa.load_policy(str(tmp_path / "model.pt"), torch.device("cpu"))
+    policy_module, actor, saved, pixels = ae_files.load_policy(str(tmp_path / "model.pt"), torch.device("cpu"))
     assert policy_module is module and pixels == (module is drq_sac) and saved["action_repeat"] == 8
     obs = torch.rand(3, *obs_shape) * (255 if pixels else 1)
     with torch.no_grad():  # the same actor: identical outputs
@@ -414,10 +415,10 @@ def test_policy_checkpoint_loads_the_saved_actor_and_collects_with_it(module, tm
     env = dmc_envs.make_env("cartpole-swingup", 0, 8, pixels=True, episode_length=40)
     np.testing.assert_array_equal(frames[0], env.reset(seed=0)[0][-3:])  # same seed, same first frame
     with pytest.raises(SystemExit, match="^error: --policy-checkpoint .* not a model.pt"):
-        pa.load_policy(str(tmp_path / "missing.pt"), torch.device("cpu"))
+        ae_files.load_policy(str(tmp_path / "missing.pt"), torch.device("cpu"))
     run_utils.save_checkpoint(tmp_path / "other.pt", "sac_ae", {"args": vars(args), "agent": module.agent_state(agent)})
     with pytest.raises(SystemExit, match="^error: --policy-checkpoint .* is a checkpoint of sac_ae.py"):
-        pa.load_policy(str(tmp_path / "other.pt"), torch.device("cpu"))
+        ae_files.load_policy(str(tmp_path / "other.pt"), torch.device("cpu"))
 
 
 # ---- smoke: the real scripts on a real env, a tiny dataset and a few hundred env steps
@@ -464,7 +465,7 @@ def encoders(tmp_path_factory):
 
 
 def test_smoke_pretrain_writes_dataset_encoder_figures_and_metrics(encoders):
-    frames, first, meta = pa.load_dataset(encoders["dataset"])
+    frames, first, meta = ae_files.load_dataset(encoders["dataset"])
     assert frames.shape == (40, 3, 84, 84) and frames.dtype == np.uint8
     assert first[0] and first.sum() == 4  # episodes of 80 env steps / action repeat 8 = 10 agent steps
     assert meta["policy"] == "random" and meta["action_repeat"] == 8
@@ -520,7 +521,7 @@ def test_smoke_eval_encoder_measures_a_trained_autoencoder_on_other_frames(encod
     enc, dec = pa.Encoder((3, 84, 84)), pa.Decoder(3)
     enc.load_state_dict(ckpt["encoder"])
     dec.load_state_dict(ckpt["decoder"])
-    frames = torch.as_tensor(pa.load_dataset(encoders["dataset"])[0])
+    frames = torch.as_tensor(ae_files.load_dataset(encoders["dataset"])[0])
     with torch.no_grad():
         pixels = pa.target_to_pixels(dec(enc(frames)))
     assert final["epochs"] == 0 and final["num_frames"] == 40
@@ -598,6 +599,6 @@ def test_pretrain_interrupted_while_collecting_and_inside_an_epoch_resumes_bitwi
     out = _run("pretrain_autoencoder.py", "--resume", str(run))
     assert "collecting" not in out
     (dataset,) = (tmp_path / "ds").iterdir()
-    (frames, first, meta), (frames0, first0, meta0) = pa.load_dataset(dataset), pa.load_dataset(encoders["dataset"])
+    (frames, first, meta), (frames0, first0, meta0) = ae_files.load_dataset(dataset), ae_files.load_dataset(encoders["dataset"])
     assert np.array_equal(frames, frames0) and np.array_equal(first, first0) and meta == meta0
     assert_same_pretrain_run(encoders["run1"], run)
