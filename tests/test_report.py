@@ -570,7 +570,6 @@ def test_merge_code_versions_from_the_command_line(tmp_path):
     assert summary["dmc"]["cartpole-swingup"]["sac_state"]["final_mean"] == pytest.approx(150.0)
 
 
-
 @pytest.mark.parametrize("newer_channels_last,groups", [("default", 1), ("other", 2)])
 def test_flag_missing_from_an_older_run_counts_at_the_scripts_default(tmp_path, newer_channels_last, groups):
     """Seed 1 was written before drq_sac.py had --channels-last and --compile: it runs as their defaults, so it
@@ -590,6 +589,7 @@ def test_flag_missing_from_an_older_run_counts_at_the_scripts_default(tmp_path, 
     assert sorted(len(g.runs) for g in merged) == sorted([2] if groups == 1 else [1, 1])
     assert all(g.flags["channels_last"] in (True, False) for g in merged)  # filled in, not None
     assert len(report.group_runs(report.load_runs(runs)[0])) == 2  # different code versions stay apart by default
+
 
 def test_published_aggregates_cover_the_same_games_as_ours(evidence):
     """Our aggregates cover the games our runs finished; the published ones beside them must cover the same games,

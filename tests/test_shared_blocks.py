@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["nddqn_atari.py", "drq_dqn.py", "sac_state.py", "sac_pixels.py", "drq_sac.py", "sac_ae.py",
            "sac_ae_frozen.py", "pretrain_autoencoder.py"]
