@@ -1,8 +1,8 @@
 """The files of the autoencoder path, written once for the scripts that share them and no part of any algorithm:
 the frame dataset (.npz) that pretrain_autoencoder.py collects, its encoder.pt (the encoder and decoder that
---encoder-path of sac_ae.py, sac_ae_frozen.py, sac_pixels.py and drq_sac.py and --eval-encoder read), and the saved
-policy whose actions collect frames (--policy-checkpoint). Every reader loads without pickle (allow_pickle off,
-weights_only=True): a file from elsewhere cannot run code, and a bad file is a one-line error."""
+--encoder-path of sac_ae.py, sac_ae_frozen.py, sac_pixels.py and drq_sac.py and --eval-encoder read), its figures,
+and the saved policy whose actions collect frames (--policy-checkpoint). Every reader loads without pickle
+(allow_pickle off, weights_only=True): a file from elsewhere cannot run code, and a bad file is a one-line error."""
 import importlib
 import os
 from pathlib import Path
@@ -112,3 +112,37 @@ def load_policy(path: str, device: torch.device):
     actor.load_state_dict(state)
     action_repeat = saved["action_repeat"] or dmc_envs.default_action_repeat(saved["env_id"])
     return module, actor, {**saved, "action_repeat": action_repeat}, pixels
+
+
+def save_figures(run_dir: Path, obs: torch.Tensor, rec: torch.Tensor, history: list) -> None:
+    """pretrain_autoencoder.py's figures. reconstructions.png: inputs `obs` (top row) over their reconstructions `rec`
+    (bottom row, uint8), the newest frame of each; with a `history` (its per-epoch points), loss_curves.png: train and
+    held-out MSE per epoch in grey levels^2 and on the target scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(obs), figsize=(1.6 * len(obs), 3.4), squeeze=False)
+    for j in range(len(obs)):
+        for row, img in enumerate((obs[j, -3:], rec[j, -3:])):
+            axes[row, j].imshow(img.permute(1, 2, 0).cpu().numpy())
+            axes[row, j].axis("off")
+        axes[0, j].set_title(f"#{j}", fontsize=8)
+    for row, text in enumerate(("original", "reconstructed")):
+        axes[row, 0].text(-8, 42, text, rotation=90, va="center", ha="right", fontsize=8)
+    figures = [(fig, "reconstructions.png")]
+    if history:
+        epochs = [h["ae/epoch"] for h in history]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        for ax, scale, label in ((axes[0], "_255", "MSE, grey levels^2 (0..255)"),
+                                 (axes[1], "", "MSE, 5-bit target scale")):
+            for split, name in (("train", "train"), ("heldout", "held-out")):
+                ax.plot(epochs, [h[f"ae/{split}_mse{scale}"] for h in history], marker=".", label=name)
+            ax.set(xlabel="epoch", ylabel=label, yscale="log")
+            ax.legend()
+        figures.append((fig, "loss_curves.png"))
+    for fig, name in figures:
+        fig.tight_layout()
+        fig.savefig(run_dir / name, dpi=100)
+        plt.close(fig)

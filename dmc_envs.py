@@ -238,3 +238,70 @@ def evaluate_saved(args, argv: list[str], script: str, build, evaluate, **fields
                                             **{"k": saved.get("k", 1), "m": saved.get("m", 1), **fields},
                                             action_repeat=action_repeat, total_timesteps=0)
     return final, agent, None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The training loop's bookkeeping, the same in every DMC training script (run_utils.Run holds `loop`)
+
+# the loop's counters at the start of a run (each checkpoint saves them): agent and env steps, the running episode,
+# the evaluation schedule and the last evaluation's returns, the latest update's metrics (tensors)
+LOOP_START = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
+              "last_eval_step": -1, "returns": [], "metrics": {}}
+# the arrays of the two replay layouts: frames stored once (the pixel scripts; sac_ae_frozen's latents), and whole
+# observations (sac_state)
+FRAME_ROWS = ["frames", "frame_idx", "actions", "rewards", "not_dones", "oldest_frame"]
+OBS_ROWS = ["obs", "next_obs", "actions", "rewards", "not_dones"]
+
+
+def evaluate_when_due(loop: dict, step: int, frequency: int, evaluate, final: bool = False) -> list[float]:
+    """`evaluate(step)` at step 0, then at the first step past each multiple of `frequency` env steps (spec §1.4),
+    and with `final` at the end unless that step was just evaluated; returns the last evaluation's returns."""
+    if step >= loop["next_eval"] or (final and loop["last_eval_step"] != step):
+        loop["returns"], loop["last_eval_step"] = evaluate(step), step
+        loop["next_eval"] = (step // frequency + 1) * frequency
+    return loop["returns"]
+
+
+def end_step(run: run_utils.Run, reward: float, env_steps: int, episode_over: bool) -> bool:
+    """After each agent step: one more agent step, `env_steps` more env steps and `reward` on the running episode;
+    at the episode's end its point in metrics.jsonl (with the latest update's metrics), else a progress line when
+    due. Returns `episode_over`, so the loop resets the env."""
+    loop = run.loop
+    loop["step"] += 1
+    loop["global_step"] += env_steps
+    loop["episode_return"] += reward
+    loop["episode_length"] += env_steps
+    run.progress.update(loop["global_step"])
+    if episode_over:
+        run.log_episode(loop["global_step"], loop["episode_return"], loop["episode_length"], loop["metrics"])
+        loop["episode_return"], loop["episode_length"] = 0.0, 0
+    elif run.progress.due():
+        print(run.progress.line(loop["global_step"], None), flush=True)
+    return episode_over
+
+
+def replay_state(rb) -> dict:
+    """The replay's part of a checkpoint: the written rows of each array (uint8 frames as stored) and the counters."""
+    n = min(rb.added, rb.capacity)
+    if hasattr(rb, "frames"):
+        rows = dict.fromkeys(FRAME_ROWS, n) | {"frames": min(rb.frames_written, rb.num_frames)}
+        return run_utils.rows_state(rb, rows, ["frames_written", "added", "start", "current"])
+    return run_utils.rows_state(rb, dict.fromkeys(OBS_ROWS, n), ["added"])
+
+
+def training_state(agent, rb, env: DMCEnv, eval_env: DMCEnv, **extra) -> dict:
+    """A DMC run's part of checkpoint.pt (run_utils adds the flags, RNGs, `loop` and the logs' position): `extra`,
+    the agent's networks, optimizers and temperature, the replay, and both envs mid-episode."""
+    return {**extra, "agent": run_utils.parts_state(agent), "replay": replay_state(rb), "env": env.snapshot(),
+            "eval_env": eval_env.snapshot()}
+
+
+def restore(ckpt: dict, agent, rb, env: DMCEnv, eval_env: DMCEnv):
+    """The inverse of training_state, then the RNGs: the resumed run continues as the uninterrupted one would have
+    (tests/test_resume.py). Returns the observation the next step acts on."""
+    run_utils.load_parts_state(agent, ckpt["agent"])
+    run_utils.load_rows_state(rb, ckpt["replay"], FRAME_ROWS + OBS_ROWS)
+    obs = env.restore(ckpt["env"])
+    eval_env.restore(ckpt["eval_env"])
+    run_utils.set_rng_state(ckpt["rng"])
+    return obs

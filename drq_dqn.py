@@ -31,21 +31,13 @@ SCRIPT = Path(__file__).stem
 
 
 @dataclass
-class Args(atari_envs.EnvArgs, run_utils.RunArgs):
+class Args(atari_envs.EnvArgs, run_utils.AgentRunArgs):
     recipe: tyro.conf.Suppress[str] = "drq"
     """the named recipe these values start from (a subcommand, atari_envs.RECIPES; spec §2.7), recorded in args.json"""
     exp_name: str = SCRIPT
     """the name of this experiment (used in run_name and as `algo` in final.json)"""
     seed: int = 1
     """seed of the experiment (torch, numpy, python and the environment)"""
-    capture_video: bool = False
-    """if toggled, record the first final-evaluation game to runs/{run_name}/videos"""
-    save_model: bool = False
-    """if toggled, save the trained Q-network and its optimizer to runs/{run_name}/model.pt"""
-    eval_checkpoint: str | None = None
-    """path of a model.pt or checkpoint.pt of this script to load and evaluate; no training happens"""
-    checkpoint_interval: int = 10_000
-    """agent steps between full-state checkpoints (runs/{run_name}/checkpoint.pt); SIGINT/SIGTERM also write one"""
     log_interval: int = 1000
     """agent steps between loss/SPS log points and progress lines (the only host syncs of the training loop)"""
 

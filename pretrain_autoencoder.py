@@ -19,7 +19,6 @@ loss_curves.png, metrics.jsonl (train and held-out reconstruction MSE per epoch,
     python pretrain_autoencoder.py --eval-encoder runs_ae/<run>/encoder.pt --dataset datasets/<file>.npz
     python pretrain_autoencoder.py --resume runs_ae/<run>                    # continue an interrupted run
 """
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,10 +35,12 @@ import ae_files
 import dmc_envs
 import run_utils
 
+SCRIPT = Path(__file__).stem
+
 
 @dataclass
 class Args(run_utils.RunArgs):
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    exp_name: str = SCRIPT
     """the name of this experiment (used in run_name and as `algo` in final.json)"""
     seed: int = 1
     """seed of the experiment (collection, split, initialisation, minibatch order)"""
@@ -240,7 +241,7 @@ def update_autoencoder(encoder: nn.Module, decoder: nn.Module, encoder_optimizer
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Evaluation: reconstruction MSE on two scales, figures
+# Evaluation: reconstruction MSE on two scales, the reconstructions the figures show
 
 
 def target_to_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -272,39 +273,10 @@ def evaluate_mse(encoder: nn.Module, decoder: nn.Module, frames: torch.Tensor, s
     return sq_target.item() / count, sq_pixels.item() / count
 
 
-def save_figures(run_dir: Path, encoder: nn.Module, decoder: nn.Module, obs: torch.Tensor, history: list) -> None:
-    """reconstructions.png: originals (top row) over reconstructions (bottom row), the newest frame of each input;
-    with a `history`, loss_curves.png: train and held-out MSE per epoch in grey levels^2 and on the target scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with torch.no_grad():
-        rec = target_to_pixels(decoder(encoder(obs))).clamp(0, 255).round().to(torch.uint8)
-    fig, axes = plt.subplots(2, len(obs), figsize=(1.6 * len(obs), 3.4), squeeze=False)
-    for j in range(len(obs)):
-        for row, img in enumerate((obs[j, -3:], rec[j, -3:])):
-            axes[row, j].imshow(img.permute(1, 2, 0).cpu().numpy())
-            axes[row, j].axis("off")
-        axes[0, j].set_title(f"#{j}", fontsize=8)
-    for row, text in enumerate(("original", "reconstructed")):
-        axes[row, 0].text(-8, 42, text, rotation=90, va="center", ha="right", fontsize=8)
-    figures = [(fig, "reconstructions.png")]
-    if history:
-        epochs = [h["ae/epoch"] for h in history]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-        for ax, scale, label in ((axes[0], "_255", "MSE, grey levels^2 (0..255)"),
-                                 (axes[1], "", "MSE, 5-bit target scale")):
-            for split, name in (("train", "train"), ("heldout", "held-out")):
-                ax.plot(epochs, [h[f"ae/{split}_mse{scale}"] for h in history], marker=".", label=name)
-            ax.set(xlabel="epoch", ylabel=label, yscale="log")
-            ax.legend()
-        figures.append((fig, "loss_curves.png"))
-    for fig, name in figures:
-        fig.tight_layout()
-        fig.savefig(run_dir / name, dpi=100)
-        plt.close(fig)
+@torch.no_grad()
+def reconstruct(encoder: nn.Module, decoder: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """The autoencoder's output for `obs` in grey levels, uint8, as the figures show it."""
+    return target_to_pixels(decoder(encoder(obs))).clamp(0, 255).round().to(torch.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -477,8 +449,8 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     encoder_path = logger.dir / "encoder.pt"
     ae_files.save_encoder_checkpoint(encoder_path, encoder, decoder, k, env_name,
                             {"dataset": str(path), "epochs": args.epochs, "run_name": run_name})
-    save_figures(logger.dir, encoder, decoder, stack_frames(frames_t, starts_t, heldout_idx[: args.png_frames], k),
-                 history)
+    obs = stack_frames(frames_t, starts_t, heldout_idx[: args.png_frames], k)
+    ae_files.save_figures(logger.dir, obs, reconstruct(encoder, decoder, obs), history)
     final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "epochs": args.epochs,
              "frames_per_input": k, "num_frames": len(frames), "train_frames": cut, "heldout_frames": len(frames) - cut,
              "dataset": str(path), "encoder_path": str(encoder_path),
@@ -493,8 +465,6 @@ def main(args: Args, argv: list[str] = ()) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # Run bookkeeping: --eval-encoder, validation, the command line (the files: ae_files.py)
 
-SCRIPT = Path(__file__).stem
-
 
 def evaluate_encoder(args: Args, cfg: dict, frames: torch.Tensor, starts: torch.Tensor, path: Path, run_name: str,
                      logger: run_utils.RunLogger, t_start: float) -> dict:
@@ -505,7 +475,8 @@ def evaluate_encoder(args: Args, cfg: dict, frames: torch.Tensor, starts: torch.
     mse, mse_255 = evaluate_mse(encoder, decoder, frames, starts, idx, k, args.seed,
                                 label=f"MSE of {args.eval_encoder}")
     logger.log(0, **{"ae/eval_mse": mse, "ae/eval_mse_255": mse_255})
-    save_figures(logger.dir, encoder, decoder, stack_frames(frames, starts, idx[: args.png_frames], k), [])
+    obs = stack_frames(frames, starts, idx[: args.png_frames], k)
+    ae_files.save_figures(logger.dir, obs, reconstruct(encoder, decoder, obs), [])
     final = {"env_id": cfg["env_name"], "algo": args.exp_name, "seed": args.seed, "epochs": 0, "frames_per_input": k,
              "num_frames": len(frames), "dataset": str(path), "evaluated_encoder": args.eval_encoder,
              "eval_mse": mse, "eval_mse_255": mse_255, "wall_time_s": time.time() - t_start, "run_name": run_name}

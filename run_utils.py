@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import dataclasses
 import difflib
 import json
 import os
@@ -77,6 +78,21 @@ class RunArgs:
     """folder that receives {runs_dir}/{run_name}/"""
     resume: str | None = None
     """run directory of an interrupted run ({runs_dir}/{run_name}): continue it in place from its checkpoint.pt"""
+    checkpoint_interval: int = 10_000
+    """steps (the script's unit) between full-state checkpoints in {runs_dir}/{run_name}/checkpoint.pt; SIGINT and
+    SIGTERM also write one"""
+
+
+@dataclass
+class AgentRunArgs(RunArgs):
+    """The bookkeeping flags of the scripts that train an agent, on top of RunArgs: videos, the saved model, and
+    evaluating a saved one."""
+    capture_video: bool = False
+    """if toggled, record the first episode of every evaluation to {runs_dir}/{run_name}/videos"""
+    save_model: bool = False
+    """if toggled, save the trained networks (and what evaluating them needs) to {runs_dir}/{run_name}/model.pt"""
+    eval_checkpoint: str | None = None
+    """path of a model.pt or checkpoint.pt of this script to evaluate on the run's own task; no training happens"""
 
 
 def get_device(cuda: bool, cuda_explicit: bool) -> torch.device:
@@ -519,8 +535,12 @@ def save_run_checkpoint(run_dir: Path, script: str, args, run_name: str, loop: d
     return path
 
 
-def parts_state(obj, names: list[str]) -> dict:
-    """The checkpoint state of `obj`'s named parts: state_dict() of a module or optimizer, a copy of a tensor."""
+def parts_state(obj, names: list[str] | None = None) -> dict:
+    """The checkpoint state of `obj`'s named parts (default: each field of the dataclass `obj` that holds a module, an
+    optimizer or a tensor): state_dict() of a module or optimizer, a copy of a tensor."""
+    if names is None:
+        names = [field.name for field in dataclasses.fields(obj) if isinstance(
+            getattr(obj, field.name), (torch.nn.Module, torch.optim.Optimizer, torch.Tensor))]
     parts = {name: getattr(obj, name) for name in names}
     return {name: part.detach().clone() if isinstance(part, torch.Tensor) else part.state_dict()
             for name, part in parts.items()}

@@ -14,8 +14,8 @@ starts, one update per seed step runs at once. `diff sac_pixels.py sac_ae.py` sh
     python sac_ae.py --encoder-path runs_ae/<run>/encoder.pt     # start from pretrain_autoencoder.py's autoencoder
 """
 import copy
+import functools
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -31,21 +31,15 @@ import ae_files
 import dmc_envs
 import run_utils
 
+SCRIPT = Path(__file__).stem
+
 
 @dataclass
-class Args(dmc_envs.EnvArgs, run_utils.RunArgs):
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+class Args(dmc_envs.EnvArgs, run_utils.AgentRunArgs):
+    exp_name: str = SCRIPT
     """the name of this experiment (used in run_name and as `algo` in final.json)"""
     seed: int = 1
     """seed of the experiment (torch, numpy, python and the environment)"""
-    capture_video: bool = False
-    """if toggled, record the first episode of every evaluation to runs/{run_name}/videos"""
-    save_model: bool = False
-    """if toggled, save actor, critic, target critic, temperature and decoder to runs/{run_name}/model.pt"""
-    eval_checkpoint: str | None = None
-    """path of a model.pt to load and evaluate (its env id and action repeat); no training happens"""
-    checkpoint_interval: int = 10_000
-    """env steps between full-state checkpoints in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
 
     # Algorithm (spec §1.2, §1.4, §5, §6 items 4 and 7)
     total_timesteps: int = 500_000
@@ -553,25 +547,13 @@ def main(args: Args, argv: list[str] = ()):
         run_utils.log_evaluation(run.logger, global_step, returns, t0, **invariance)
         return returns
 
-    if ckpt:  # the state checkpoint_state() saved
-        run_utils.load_parts_state(agent, ckpt["agent"])
-        run_utils.load_rows_state(rb, ckpt["replay"], REPLAY_ROWS)
-        obs = env.restore(ckpt["env"])
-        eval_env.restore(ckpt["eval_env"])
-        run_utils.set_rng_state(ckpt["rng"])
-    else:
-        obs, _ = env.reset(seed=args.seed)
-
-    def checkpoint_state() -> dict:
-        return {"pretrained": pretrained, "agent": agent_state(agent), "replay": replay_state(rb),
-                "env": env.snapshot(), "eval_env": eval_env.snapshot()}
+    obs = dmc_envs.restore(ckpt, agent, rb, env, eval_env) if ckpt else env.reset(seed=args.seed)[0]
+    checkpoint_state = functools.partial(dmc_envs.training_state, agent, rb, env, eval_env, pretrained=pretrained)
 
     while loop["global_step"] < args.total_timesteps:
         global_step = loop["global_step"]
         run.checkpoint_when_due(global_step, checkpoint_state)
-        if global_step >= loop["next_eval"]:
-            loop["returns"], loop["last_eval_step"] = run_evaluation(global_step), global_step
-            loop["next_eval"] = (global_step // args.eval_frequency + 1) * args.eval_frequency
+        dmc_envs.evaluate_when_due(loop, global_step, args.eval_frequency, run_evaluation)
         # spec §1.2 order: choose the action, update, step the env, store the transition
         burst, loop["burst"] = loop["burst"], None
         if burst is not None:  # resumed inside the first updates
@@ -598,23 +580,13 @@ def main(args: Args, argv: list[str] = ()):
         # the time limit is a truncation: bootstrap through it, only a termination stops it (spec §6 item 5)
         rb.add(obs, action, reward, next_obs, not_done=float(not terminated), done=terminated or truncated)
         obs = next_obs
-        loop["step"] += 1
-        loop["global_step"] += info["env_steps"]
-        loop["episode_return"] += reward
-        loop["episode_length"] += info["env_steps"]
-        progress.update(loop["global_step"])
-        if terminated or truncated:
-            run.log_episode(loop["global_step"], loop["episode_return"], loop["episode_length"], loop["metrics"])
+        if dmc_envs.end_step(run, reward, info["env_steps"], episode_over=terminated or truncated):
             obs, _ = env.reset()
-            loop["episode_return"], loop["episode_length"] = 0.0, 0
-        elif progress.due():
-            print(progress.line(loop["global_step"], None), flush=True)
-    global_step, returns = loop["global_step"], loop["returns"]
-    if loop["last_eval_step"] != global_step:
-        returns = run_evaluation(global_step)
+    global_step = loop["global_step"]
+    returns = dmc_envs.evaluate_when_due(loop, global_step, args.eval_frequency, run_evaluation, final=True)
     env.close()
     eval_env.close()
-    run.save_model(agent=agent_state(agent))
+    run.save_model(agent=run_utils.parts_state(agent))
     # ae_mode and latent_stack: final.json as sac_ae_frozen.py's (one latent of the frame stack, trained jointly)
     final = run.finish(returns, k=1, m=1, ae_mode="joint", latent_stack=1, frames_per_input=args.frames_per_input,
                        action_repeat=action_repeat, total_timesteps=global_step)
@@ -622,9 +594,7 @@ def main(args: Args, argv: list[str] = ()):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping: validation, --encoder-path, --eval-checkpoint, checkpoint state, the command line
-
-SCRIPT = Path(__file__).stem
+# Run bookkeeping: validation, --encoder-path, --eval-checkpoint, the command line
 
 
 def validate(args: Args, argv: list[str], ckpt: dict | None = None):
@@ -662,26 +632,9 @@ def evaluate_checkpoint(args: Args, argv: list[str]):
     return dmc_envs.evaluate_saved(args, argv, SCRIPT, build, evaluate, ae_mode="joint")
 
 
-# the loop's counters at the start of a run (run_utils.Run keeps them; each checkpoint saves them); updated: the first
-# updates ran; burst: set only while a checkpoint is written inside them (the step's action and the updates done,
-# where a resumed run continues)
-LOOP_START = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
-              "last_eval_step": -1, "returns": [], "metrics": {}, "updated": False, "burst": None}
-# the actor's tied convs load the critic's values again
-AGENT_PARTS = ["critic", "actor", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer",
-               "decoder", "encoder_optimizer", "decoder_optimizer", "log_alpha"]
-REPLAY_ROWS = ["frames", "frame_idx", "actions", "rewards", "not_dones", "oldest_frame"]
-
-
-def agent_state(agent: Agent) -> dict:
-    return run_utils.parts_state(agent, AGENT_PARTS)
-
-
-def replay_state(rb: ReplayBuffer) -> dict:
-    """The replay's part of a checkpoint: the written part of each array (uint8 frames as stored) and the counters."""
-    n, f = min(rb.added, rb.capacity), min(rb.frames_written, rb.num_frames)
-    return run_utils.rows_state(rb, {name: f if name == "frames" else n for name in REPLAY_ROWS},
-                                ["frames_written", "added", "start", "current"])
+# the loop's counters at the start of a run (dmc_envs'); updated: the first updates ran; burst: set only while a
+# checkpoint is written inside them (the step's action and the updates done, where a resumed run continues)
+LOOP_START = {**dmc_envs.LOOP_START, "updated": False, "burst": None}
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

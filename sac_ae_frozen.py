@@ -15,8 +15,8 @@ changes (sac_ae.py: SAC+AE of Yarats et al., the encoder trained with the agent)
     python sac_ae_frozen.py --eval-checkpoint runs/<run>/model.pt     # evaluate a saved model, train nothing
 """
 import copy
+import functools
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -33,21 +33,15 @@ import ae_files
 import dmc_envs
 import run_utils
 
+SCRIPT = Path(__file__).stem
+
 
 @dataclass
-class Args(dmc_envs.EnvArgs, run_utils.RunArgs):
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+class Args(dmc_envs.EnvArgs, run_utils.AgentRunArgs):
+    exp_name: str = SCRIPT
     """the name of this experiment (used in run_name and as `algo` in final.json)"""
     seed: int = 1
     """seed of the experiment (torch, numpy, python and the environment)"""
-    capture_video: bool = False
-    """if toggled, record the first episode of every evaluation to runs/{run_name}/videos"""
-    save_model: bool = False
-    """if toggled, save actor, critic, target critic, temperature and the frozen encoder to runs/{run_name}/model.pt"""
-    eval_checkpoint: str | None = None
-    """path of a model.pt to load and evaluate (its env id and action repeat); no training happens"""
-    checkpoint_interval: int = 10_000
-    """env steps between full-state checkpoints in runs/{run_name}/checkpoint.pt; SIGINT/SIGTERM also write one"""
 
     # Algorithm (spec §1.2, §1.4, §6 items 4 and 7)
     total_timesteps: int = 500_000
@@ -452,9 +446,9 @@ def main(args: Args, argv: list[str] = ()):
     rb = ReplayBuffer(args.buffer_size, obs_shape, action_dim, device,
                       episode_len=math.ceil(args.episode_length / action_repeat), latent_dim=encoder.feature_dim)
     plan = dmc_envs.run_plan(args, env_name, action_repeat, learning_starts)
-    run = run_utils.Run(args, SCRIPT, env_name, device, ckpt, plan, LOOP_START, t_start,
+    run = run_utils.Run(args, SCRIPT, env_name, device, ckpt, plan, dmc_envs.LOOP_START, t_start,
                         action_repeat=action_repeat, learning_starts=learning_starts, frames_per_input=k)
-    loop, progress = run.loop, run.progress
+    loop = run.loop
 
     def run_evaluation(global_step: int) -> list[float]:
         t0 = time.time()
@@ -464,25 +458,13 @@ def main(args: Args, argv: list[str] = ()):
         run_utils.log_evaluation(run.logger, global_step, returns, t0)
         return returns
 
-    if ckpt:  # the state checkpoint_state() saved
-        run_utils.load_parts_state(agent, ckpt["agent"])
-        run_utils.load_rows_state(rb, ckpt["replay"], REPLAY_ROWS)
-        obs = env.restore(ckpt["env"])
-        eval_env.restore(ckpt["eval_env"])
-        run_utils.set_rng_state(ckpt["rng"])
-    else:
-        obs, _ = env.reset(seed=args.seed)
-
-    def checkpoint_state() -> dict:
-        return {"pretrained": pretrained, "agent": agent_state(agent), "replay": replay_state(rb),
-                "env": env.snapshot(), "eval_env": eval_env.snapshot()}
+    obs = dmc_envs.restore(ckpt, agent, rb, env, eval_env) if ckpt else env.reset(seed=args.seed)[0]
+    checkpoint_state = functools.partial(dmc_envs.training_state, agent, rb, env, eval_env, pretrained=pretrained)
 
     while loop["global_step"] < args.total_timesteps:
         global_step = loop["global_step"]
         run.checkpoint_when_due(global_step, checkpoint_state)
-        if global_step >= loop["next_eval"]:
-            loop["returns"], loop["last_eval_step"] = run_evaluation(global_step), global_step
-            loop["next_eval"] = (global_step // args.eval_frequency + 1) * args.eval_frequency
+        dmc_envs.evaluate_when_due(loop, global_step, args.eval_frequency, run_evaluation)
         # spec §1.2 order: choose the action, update, step the env, store the transition
         if global_step < learning_starts:
             action = env.action_space.sample()
@@ -494,33 +476,21 @@ def main(args: Args, argv: list[str] = ()):
         # the time limit is a truncation: bootstrap through it, only a termination stops it (spec §6 item 5)
         rb.add(obs, action, reward, next_obs, not_done=float(not terminated), done=terminated or truncated)
         obs = next_obs
-        loop["step"] += 1
-        loop["global_step"] += info["env_steps"]
-        loop["episode_return"] += reward
-        loop["episode_length"] += info["env_steps"]
-        progress.update(loop["global_step"])
-        if terminated or truncated:
-            run.log_episode(loop["global_step"], loop["episode_return"], loop["episode_length"], loop["metrics"])
+        if dmc_envs.end_step(run, reward, info["env_steps"], episode_over=terminated or truncated):
             obs, _ = env.reset()
-            loop["episode_return"], loop["episode_length"] = 0.0, 0
-        elif progress.due():
-            print(progress.line(loop["global_step"], None), flush=True)
-    global_step, returns = loop["global_step"], loop["returns"]
-    if loop["last_eval_step"] != global_step:
-        returns = run_evaluation(global_step)
+    global_step = loop["global_step"]
+    returns = dmc_envs.evaluate_when_due(loop, global_step, args.eval_frequency, run_evaluation, final=True)
     env.close()
     eval_env.close()
     # the encoder's weights travel along, so --eval-checkpoint needs no encoder file
-    run.save_model(agent=agent_state(agent), pretrained=pretrained)
+    run.save_model(agent=run_utils.parts_state(agent), pretrained=pretrained)
     final = run.finish(returns, k=1, m=1, ae_mode="frozen", latent_stack=args.latent_stack, frames_per_input=k,
                        action_repeat=action_repeat, total_timesteps=global_step)
     return final, agent, rb
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping: validation, --encoder-path, --eval-checkpoint, checkpoint state, the command line
-
-SCRIPT = Path(__file__).stem
+# Run bookkeeping: validation, --encoder-path, --eval-checkpoint, the command line
 
 
 def validate(args: Args, argv: list[str], ckpt: dict | None = None):
@@ -550,25 +520,6 @@ def evaluate_checkpoint(args: Args, argv: list[str]):
                        saved["episode_length"], device)
         return env, make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"])
     return dmc_envs.evaluate_saved(args, argv, SCRIPT, build, evaluate, ae_mode="frozen")
-
-
-# the loop's counters at the start of a run (run_utils.Run keeps them; each checkpoint saves them)
-LOOP_START = {"global_step": 0, "step": 0, "episode_return": 0.0, "episode_length": 0, "next_eval": 0,
-              "last_eval_step": -1, "returns": [], "metrics": {}}
-AGENT_PARTS = ["critic", "actor", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer",
-               "log_alpha"]
-REPLAY_ROWS = ["frames", "frame_idx", "actions", "rewards", "not_dones", "oldest_frame"]
-
-
-def agent_state(agent: Agent) -> dict:
-    return run_utils.parts_state(agent, AGENT_PARTS)
-
-
-def replay_state(rb: ReplayBuffer) -> dict:
-    """The replay's part of a checkpoint: the written part of each array (uint8 frames as stored) and the counters."""
-    n, f = min(rb.added, rb.capacity), min(rb.frames_written, rb.num_frames)
-    return run_utils.rows_state(rb, {name: f if name == "frames" else n for name in REPLAY_ROWS},
-                                ["frames_written", "added", "start", "current"])
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

@@ -170,7 +170,7 @@ COPIES = {
        for name in ["weight_init", "mlp", "Actor", "sample_action", "Critic", "update_critic",
                     "update_actor_and_alpha", "soft_update", "act"]},
     **{name: ("sac_pixels.py", ["sac_ae.py"])
-       for name in ["random_shift", "ReplayBuffer", "measure_invariance", "make_env", "replay_state"]},
+       for name in ["random_shift", "ReplayBuffer", "measure_invariance", "make_env"]},
     "update": ("sac_pixels.py", ["sac_ae_frozen.py"]),  # on latents the SAC step is sac_pixels.py's, unchanged
     "StateEncoder": ("sac_state.py", ["sac_ae_frozen.py"]),
     **{name: ("pretrain_autoencoder.py", ["sac_ae.py"])
@@ -398,8 +398,8 @@ def test_policy_checkpoint_loads_the_saved_actor_and_collects_with_it(module, tm
     agent = module.make_agent(obs_shape, 1, torch.device("cpu"), 32)
     args = module.Args(hidden_dim=32, episode_length=40)
     # what --save-model writes: the run's flags (action repeat unresolved, None) and the agent state
-    run_utils.save_checkpoint(tmp_path / "model.pt", module.SCRIPT, {"args": vars(args), "run_name": "test",
-                                                                     "agent": module.agent_state(agent)})
+    run_utils.save_checkpoint(tmp_path / "model.pt", module.SCRIPT,
+                              {"args": vars(args), "run_name": "test", "agent": run_utils.parts_state(agent)})
     policy_module, actor, saved, pixels = ae_files.load_policy(str(tmp_path / "model.pt"), torch.device("cpu"))
     assert policy_module is module and pixels == (module is drq_sac) and saved["action_repeat"] == 8
     obs = torch.rand(3, *obs_shape) * (255 if pixels else 1)
@@ -416,7 +416,8 @@ def test_policy_checkpoint_loads_the_saved_actor_and_collects_with_it(module, tm
     np.testing.assert_array_equal(frames[0], env.reset(seed=0)[0][-3:])  # same seed, same first frame
     with pytest.raises(SystemExit, match="^error: --policy-checkpoint .* not a model.pt"):
         ae_files.load_policy(str(tmp_path / "missing.pt"), torch.device("cpu"))
-    run_utils.save_checkpoint(tmp_path / "other.pt", "sac_ae", {"args": vars(args), "agent": module.agent_state(agent)})
+    run_utils.save_checkpoint(tmp_path / "other.pt", "sac_ae",
+                              {"args": vars(args), "agent": run_utils.parts_state(agent)})
     with pytest.raises(SystemExit, match="^error: --policy-checkpoint .* is a checkpoint of sac_ae.py"):
         ae_files.load_policy(str(tmp_path / "other.pt"), torch.device("cpu"))
 
