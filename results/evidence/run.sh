@@ -12,6 +12,7 @@ ATARI="--seed 1 --checkpoint-interval 5000 --buffer-size 130000 --no-cuda"
 # cell -> "run-directory prefix|command"
 declare -A CELL=(
   [dmc_k2m2_s1]="cartpole-swingup__drq_sac_k2m2__1__|drq_sac.py --exp-name drq_sac_k2m2 --k 2 --m 2 --seed 1 $DMC"
+  [dmc_k2m2_s2]="cartpole-swingup__drq_sac_k2m2__2__|drq_sac.py --exp-name drq_sac_k2m2 --k 2 --m 2 --seed 2 $DMC"
   [dmc_k1m1_s1]="cartpole-swingup__drq_sac_k1m1__1__|drq_sac.py --exp-name drq_sac_k1m1 --k 1 --m 1 --seed 1 $DMC"
   [dmc_k1m1_s2]="cartpole-swingup__drq_sac_k1m1__2__|drq_sac.py --exp-name drq_sac_k1m1 --k 1 --m 1 --seed 2 $DMC"
   [dmc_pixels_s1]="cartpole-swingup__sac_pixels__1__|sac_pixels.py --seed 1 $DMC"
