@@ -79,8 +79,7 @@ class RunArgs:
     resume: str | None = None
     """run directory of an interrupted run ({runs_dir}/{run_name}): continue it in place from its checkpoint.pt"""
     checkpoint_interval: int = 10_000
-    """steps (the script's unit) between full-state checkpoints in {runs_dir}/{run_name}/checkpoint.pt; SIGINT and
-    SIGTERM also write one"""
+    """steps (the script's unit) between full-state checkpoints (checkpoint.pt); SIGINT/SIGTERM also write one"""
 
 
 @dataclass
