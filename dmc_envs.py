@@ -1,7 +1,9 @@
 """DeepMind Control tasks as gymnasium envs for the DMC scripts (sac_state, sac_pixels, drq_sac, sac_ae,
 pretrain_autoencoder), as the authors use dmc2gym (spec §1.4, §6 items 3 and 5): dm_control through shimmy, actions in
 [-1, 1], action repeat with summed rewards, time-limit truncation (never a termination), 84x84 RGB frames stacked 3
-deep. Not part of any algorithm: every DMC script sees the same environment, so it is written once."""
+deep; and the run bookkeeping that every DMC training loop repeats (counters, evaluation schedule, checkpoint state).
+Not part of any algorithm: every DMC script sees the same environment and keeps the same books, so they are written
+once."""
 import os
 
 # dm_control picks its GL backend at import time; EGL renders headless (also on CPU through Mesa).
