@@ -405,15 +405,11 @@ def test_bad_input_is_a_one_line_error(tmp_path):
     assert not any(tmp_path.iterdir())  # failed before any output
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Smoke runs of the real scripts
-
-
 def test_evaluation_schedule_is_the_first_step_past_each_multiple_and_the_end():
     # env steps advance by the action repeat (3 here), so a multiple of --eval-frequency (10) is often skipped over
     steps, frequency = list(range(0, 40, 3)), 10
     expected = sorted({min(s for s in steps if s >= mult) for mult in range(0, steps[-1] + 1, frequency)})
-    loop, seen = {**dmc_envs.LOOP_START, "returns": []}, []
+    loop, seen = dict(dmc_envs.LOOP_START), []
 
     def evaluate(step):
         seen.append(step)
@@ -425,6 +421,10 @@ def test_evaluation_schedule_is_the_first_step_past_each_multiple_and_the_end():
     # the end: evaluated once more unless the last evaluation was at that very step
     assert dmc_envs.evaluate_when_due(loop, 39, frequency, evaluate, final=True) == [39.0] and seen[-1] == 39
     assert dmc_envs.evaluate_when_due(loop, 39, frequency, evaluate, final=True) == [39.0] and len(seen) == 5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Smoke runs of the real scripts
 
 
 def check_run(run_dir: Path, algo: str, k: int, m: int, ar: int, total: int):
