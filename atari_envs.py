@@ -332,6 +332,79 @@ def trained_game_actions(args, ckpt: dict, env_id: str) -> int:
     return n_actions
 
 
+def evaluate_saved(args, argv: list[str], script: str, validate, final_evaluation, build) -> dict:
+    """--eval-checkpoint of an Atari script: the network of its model.pt or checkpoint.pt, made by
+    `build(action count, saved flags)`, through the script's `final_evaluation`; nothing is trained."""
+    start_time = time.time()
+    ckpt = run_utils.load_checkpoint(args.eval_checkpoint, script)
+    env_id, device = validate(args, argv)
+    n_actions = trained_game_actions(args, ckpt, env_id)  # a one-line error for another game
+    q_network = build(n_actions, ckpt["args"]).to(device)
+    q_network.load_state_dict(ckpt["agent"]["q_network"])
+    run_name, run_dir = run_utils.run_location(args, env_id)
+    logger = run_utils.RunLogger(args, run_dir, run_utils.run_record(args, script, run_name, device))
+    return final_evaluation(q_network, args, env_id, device, logger, ckpt["loop"]["global_step"], start_time)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The training loop's bookkeeping, the same in both Atari scripts (run_utils.Run holds `loop`)
+
+# the loop's counters at the start of a run (each checkpoint saves them); main sets the first game's frame and lives
+LOOP_START = {"global_step": 0, "frame": None, "lives": None, "first": True, "score": 0.0, "length": 0, "recent": [],
+              "loss": None, "q_mean": None, "game_ended": False}
+REPLAY_ARRAYS = ("frames", "actions", "rewards", "terminals", "first", "has_action")
+
+
+def log_game(run: run_utils.Run, step: int) -> None:
+    """A game's end: its score and length in metrics.jsonl; the last 10 scores feed the progress lines."""
+    loop = run.loop
+    run.logger.log(step, **{"charts/episodic_return": loop["score"], "charts/episodic_length": loop["length"]})
+    loop["recent"] = (loop["recent"] + [loop["score"]])[-10:]
+
+
+def log_step(run: run_utils.Run, log_interval: int, epsilon: float) -> None:
+    """After each agent step: every `log_interval` steps the loss, Q, epsilon and SPS in metrics.jsonl (the only
+    host syncs of the loop) and a progress line; otherwise a progress line when one is due."""
+    loop, progress = run.loop, run.progress
+    step = loop["global_step"]
+    progress.update(step)
+    if step % log_interval == 0:
+        losses = {} if loop["loss"] is None else {"losses/td_loss": loop["loss"].item(),
+                                                  "losses/q_values": loop["q_mean"].item()}
+        run.logger.log(step, **{"charts/epsilon": epsilon, "charts/SPS": step / (time.time() - run.t_start)},
+                       **losses)
+        print(progress.line(step, float(np.mean(loop["recent"])) if loop["recent"] else None), flush=True)
+    elif progress.due():
+        print(progress.line(step, None), flush=True)
+
+
+def replay_state(rb) -> dict:
+    """The replay's written rows (uint8 frames as stored) and its bookkeeping lists."""
+    return run_utils.rows_state(rb, dict.fromkeys(REPLAY_ARRAYS, min(rb.count, rb.capacity)),
+                                ["count", "final_rows", "skip_rows", "slot_count", "recent_slots"])
+
+
+def training_state(q_network, target_network, optimizer: torch.optim.Optimizer, rb, env, stack: FrameStack,
+                   rng: np.random.Generator) -> dict:
+    """An Atari run's part of checkpoint.pt (run_utils adds the flags, RNGs, `loop` and the logs' position): the
+    agent, the replay, the game mid-episode, the agent's frame stack and its acting RNG."""
+    return {"agent": agent_state(q_network, target_network, optimizer), "replay": replay_state(rb),
+            "env": env.snapshot(), "stack": stack.frames, "acting_rng": rng.bit_generator.state}
+
+
+def restore(ckpt: dict, q_network, target_network, optimizer: torch.optim.Optimizer, rb, env, stack: FrameStack,
+            rng: np.random.Generator) -> None:
+    """The inverse of training_state, then the RNGs: resuming is bitwise the run that was never stopped
+    (tests/test_resume.py)."""
+    load_agent_state(ckpt["agent"], q_network, target_network, optimizer)
+    run_utils.load_rows_state(rb, ckpt["replay"], REPLAY_ARRAYS)
+    rb.recent_slots = [tuple(r) for r in rb.recent_slots]  # (row, slot) pairs
+    env.restore(ckpt["env"])
+    stack.frames.copy_(ckpt["stack"])
+    rng.bit_generator.state = run_utils.numpy_state(ckpt["acting_rng"])
+    run_utils.set_rng_state(ckpt["rng"])
+
+
 def agent_state(q_network, target_network, optimizer: torch.optim.Optimizer) -> dict:
     """A DQN agent's part of a checkpoint; no target network's when the target is the online network itself."""
     return {"q_network": q_network.state_dict(), "optimizer": optimizer.state_dict(),

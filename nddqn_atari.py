@@ -90,8 +90,7 @@ class Args(atari_envs.EnvArgs, run_utils.AgentRunArgs):
     """evaluation epsilon: 0.05 for DrQ as published, 0.001 for DrQ(eps); 1.0 plays uniformly at random"""
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Network (spec §2.3, §2.7)
+# -- Network (spec §2.3, §2.7) ----------------------------------------------------------------------------------
 
 
 class QNetwork(nn.Module):
@@ -122,8 +121,7 @@ class QNetwork(nn.Module):
         return self.value(h) + adv - adv.mean(dim=1, keepdim=True)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Replay buffer (spec §2.3, §2.7)
+# -- Replay buffer (spec §2.3, §2.7) ----------------------------------------------------------------------------
 
 
 class ReplayBuffer:
@@ -238,8 +236,7 @@ class ReplayBuffer:
                 "discounts": discount, "next_obs": self.stacks(rows + length)}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The update (spec §2.3)
+# -- The update (spec §2.3) -------------------------------------------------------------------------------------
 
 
 def update(q_network: QNetwork, target_network: QNetwork, optimizer: torch.optim.Optimizer, batch: dict,
@@ -277,8 +274,7 @@ def sync_target(target_network: QNetwork, q_network: QNetwork) -> None:
     torch._foreach_copy_(list(target_network.parameters()), list(q_network.parameters()))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Acting and evaluation (spec §2.2, §2.3, §6 item 9); the game, its frame stack and the protocol are atari_envs'
+# -- Acting and evaluation (spec §2.2, §2.3, §6 item 9); the game, its frame stack and the protocol are atari_envs'
 
 
 def linear_schedule(step: int, learning_starts: int, decay_steps: int, start_e: float, end_e: float) -> float:
@@ -306,8 +302,7 @@ def evaluate(q_network: QNetwork, env_id: str, seed: int, episodes: int, min_ste
                                  min_steps, device, video_dir, max_episode_steps, interrupts, **env_options)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The training loop (spec §2.3)
+# -- The training loop (spec §2.3) ------------------------------------------------------------------------------
 
 
 def make_update(args: Args):
@@ -333,9 +328,9 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     env_id, device = validate(args, argv)
     run_utils.seed_everything(args.seed, args.torch_deterministic)
     run = run_utils.Run(args, SCRIPT, env_id, device, ckpt, f"recipe {args.recipe}: {args.total_timesteps} agent "
-                        f"steps, learning from step {args.learning_starts}, then the final evaluation", LOOP_START,
-                        time.time())
-    loop, progress = run.loop, run.progress
+                        f"steps, learning from step {args.learning_starts}, then the final evaluation",
+                        atari_envs.LOOP_START, time.time())
+    loop = run.loop
     env = atari_envs.make_env(env_id, args.seed, **args.env_options())
     q_network = QNetwork(env.action_space.n, padding=args.conv_padding).to(device)
     target_network = make_target_network(q_network, args.target_network_frequency)
@@ -345,13 +340,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
                       args.replay_sampling)
     stack, rng = atari_envs.FrameStack(4, device), np.random.default_rng(args.seed)
     if ckpt:  # all the run's state: resuming is bitwise the run that was never stopped (tests/test_resume.py)
-        atari_envs.load_agent_state(ckpt["agent"], q_network, target_network, optimizer)
-        run_utils.load_rows_state(rb, ckpt["replay"], REPLAY_ARRAYS)
-        rb.recent_slots = [tuple(r) for r in rb.recent_slots]  # (row, slot) pairs
-        env.restore(ckpt["env"])
-        stack.frames.copy_(ckpt["stack"])
-        rng.bit_generator.state = run_utils.numpy_state(ckpt["acting_rng"])
-        run_utils.set_rng_state(ckpt["rng"])
+        atari_envs.restore(ckpt, q_network, target_network, optimizer, rb, env, stack, rng)
     else:
         frame, info = env.reset(seed=args.seed)
         stack.reset(frame)
@@ -359,8 +348,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
 
     def checkpoint_state() -> dict:  # the loop's frame is the one the next step acts on
         loop["frame"] = torch.as_tensor(frame)
-        return {"agent": atari_envs.agent_state(q_network, target_network, optimizer), "replay": replay_state(rb),
-                "env": env.snapshot(), "stack": stack.frames, "acting_rng": rng.bit_generator.state}
+        return atari_envs.training_state(q_network, target_network, optimizer, rb, env, stack, rng)
 
     state, frame = stack.frames, loop["frame"].numpy()
     # with --finish-last-game, as dopamine's Runner: the game running at total_timesteps is played (and learnt) out
@@ -381,9 +369,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
 
         loop["game_ended"] = game_ended = terminated or truncated
         if game_ended:
-            run.logger.log(global_step, **{"charts/episodic_return": loop["score"],
-                                           "charts/episodic_length": loop["length"]})
-            loop["recent"] = (loop["recent"] + [loop["score"]])[-10:]
+            atari_envs.log_game(run, global_step)
             next_frame, info = env.reset()
             state, loop["score"], loop["length"], loop["first"] = stack.reset(next_frame), 0.0, 0, True
         elif life_lost:
@@ -398,23 +384,12 @@ def main(args: Args, argv: list[str] = ()) -> dict:
             if target_network is not q_network and global_step % args.target_network_frequency == 0:
                 sync_target(target_network, q_network)
 
-        loop["global_step"] = step = global_step + 1
-        progress.update(step)
-        if step % args.log_interval == 0:
-            losses = {} if loop["loss"] is None else {"losses/td_loss": loop["loss"].item(),
-                                                      "losses/q_values": loop["q_mean"].item()}
-            run.logger.log(step, **{"charts/epsilon": epsilon, "charts/SPS": step / (time.time() - run.t_start)},
-                           **losses)
-            print(progress.line(step, float(np.mean(loop["recent"])) if loop["recent"] else None), flush=True)
-        elif progress.due():
-            print(progress.line(step, None), flush=True)
+        loop["global_step"] = global_step + 1
+        atari_envs.log_step(run, args.log_interval, epsilon)
     env.close()
 
-    if args.save_model:
-        run_utils.save_checkpoint(run.dir / "model.pt", SCRIPT, {
-            "args": vars(args), "run_name": run.name,
-            "agent": atari_envs.agent_state(q_network, target_network, optimizer),
-            "loop": {"global_step": loop["global_step"]}})
+    run.save_model(agent=atari_envs.agent_state(q_network, target_network, optimizer),
+                   loop={"global_step": loop["global_step"]})
     final = final_evaluation(q_network, args, env_id, device, run.logger, loop["global_step"], run.t_start,
                              run.interrupts)
     if final is None:  # interrupted: checkpoint the complete training and exit; the evaluation is redone on resume
@@ -423,9 +398,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     return final
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping (the part both Atari scripts share is in atari_envs): validation, the final evaluation,
-# --eval-checkpoint, checkpoint state, the command line
+# -- Run bookkeeping (shared: atari_envs): validation, the final evaluation, --eval-checkpoint, the command line
 
 
 def validate(args: Args, argv: list[str]) -> tuple[str, torch.device]:
@@ -447,28 +420,9 @@ def final_evaluation(q_network, args, env_id, device, logger, trained_steps, sta
 
 def evaluate_checkpoint(args: Args, argv: list[str]) -> dict:
     """--eval-checkpoint: evaluate the network of a model.pt or checkpoint.pt of this script; nothing is trained."""
-    start_time = time.time()
-    ckpt = run_utils.load_checkpoint(args.eval_checkpoint, SCRIPT)
-    env_id, device = validate(args, argv)
-    n_actions = atari_envs.trained_game_actions(args, ckpt, env_id)  # a one-line error for another game
-    q_network = QNetwork(n_actions, padding=ckpt["args"]["conv_padding"]).to(device)
-    q_network.load_state_dict(ckpt["agent"]["q_network"])
-    run_name, run_dir = run_utils.run_location(args, env_id)
-    logger = run_utils.RunLogger(args, run_dir, run_utils.run_record(args, SCRIPT, run_name, device))
-    return final_evaluation(q_network, args, env_id, device, logger, ckpt["loop"]["global_step"], start_time)
+    return atari_envs.evaluate_saved(args, argv, SCRIPT, validate, final_evaluation,
+                                     lambda n_actions, saved: QNetwork(n_actions, padding=saved["conv_padding"]))
 
-
-# the loop's counters at the start of a run (run_utils.Run keeps them; each checkpoint saves them); main sets the
-# first game's frame and lives
-LOOP_START = {"global_step": 0, "frame": None, "lives": None, "first": True, "score": 0.0, "length": 0, "recent": [],
-              "loss": None, "q_mean": None, "game_ended": False}
-REPLAY_ARRAYS = ("frames", "actions", "rewards", "terminals", "first", "has_action")
-
-
-def replay_state(rb: ReplayBuffer) -> dict:
-    """The replay's written rows (uint8 frames as stored) and its bookkeeping lists."""
-    return run_utils.rows_state(rb, dict.fromkeys(REPLAY_ARRAYS, min(rb.count, rb.capacity)),
-                                ["count", "final_rows", "skip_rows", "slot_count", "recent_slots"])
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
