@@ -36,14 +36,18 @@ DEFAULT_ACTION_REPEAT = 2
 
 @dataclass
 class EnvArgs:
-    """The task's flags, the same in every DMC training script, whose `Args` inherit them (spec §1.4, §6 items 3
-    and 5), as the Atari scripts' inherit atari_envs.EnvArgs."""
+    """The task's flags and the evaluation protocol, the same in every DMC training script, whose `Args` inherit them
+    (spec §1.4, §6 items 3 and 5), as the Atari scripts' inherit atari_envs.EnvArgs."""
     env_id: str = "cartpole-swingup"
     """dm_control task: `cartpole-swingup` or `dm_control/cartpole-swingup-v0`"""
     action_repeat: int | None = None
     """env steps per agent action, rewards summed; default: the task's PlaNet-benchmark value, else 2 (spec §1.4)"""
     episode_length: int = 1000
     """env steps before the time limit truncates an episode (bootstrapped through, spec §6 item 5)"""
+    eval_frequency: int = 10_000
+    """env steps between evaluations (the paper's 10k); one also runs at step 0 and at the end (spec §1.4)"""
+    eval_episodes: int = 10
+    """episodes per evaluation, deterministic action tanh(mu) (spec §1.4)"""
 
 
 def resolve_env_id(env_id: str) -> tuple[str, str]:
@@ -197,13 +201,17 @@ def run_episodes(env: DMCEnv, policy, episodes: int, video_path=None) -> list[fl
     return returns
 
 
-def run_plan(args, env_name: str, action_repeat: int, learning_starts: int) -> str:
-    """What a DMC training run will do, for its first line; notes a task outside the PlaNet action-repeat table."""
+def start_run(args, script: str, env_name: str, action_repeat: int, learning_starts: int, device, ckpt: dict | None,
+              t_start: float, loop_start: dict | None = None, **resolved) -> run_utils.Run:
+    """A DMC training run's run_utils.Run (loop counters from `loop_start`, by default LOOP_START; `resolved` settings
+    for args.json), announced with what it will do; notes a task outside the PlaNet action-repeat table."""
     if args.action_repeat is None and env_name not in ACTION_REPEAT:
         print(f"note: {env_name} is not in the PlaNet-benchmark action-repeat table; using {DEFAULT_ACTION_REPEAT}, "
               "the Dreamer-benchmark value (spec §1.4)", flush=True)
-    return (f"{args.total_timesteps} env steps (action repeat {action_repeat}), learning from step {learning_starts}, "
+    plan = (f"{args.total_timesteps} env steps (action repeat {action_repeat}), learning from step {learning_starts}, "
             f"{args.eval_episodes}-episode evaluations every {args.eval_frequency} steps")
+    return run_utils.Run(args, script, env_name, device, ckpt, plan, loop_start or LOOP_START, t_start,
+                         action_repeat=action_repeat, learning_starts=learning_starts, **resolved)
 
 
 def resolve_schedule(args) -> tuple[str, int, int]:
@@ -255,6 +263,18 @@ FRAME_ROWS = ["frames", "frame_idx", "actions", "rewards", "not_dones", "oldest_
 OBS_ROWS = ["obs", "next_obs", "actions", "rewards", "not_dones"]
 
 
+def evaluation(run: run_utils.Run, play, measure=None):
+    """The loop's `evaluate(step)`: `play(video path or None)` returns the evaluation episodes' returns, logged with
+    the metrics of `measure()` (the pixel scripts: the critic's invariance) and the time they took."""
+    def evaluate(step: int) -> list[float]:
+        t0 = time.time()
+        print(f"eval at step {step}: {run.args.eval_episodes} episodes ...", flush=True)
+        returns = play(run.dir / "videos" / f"eval_{step}.mp4" if run.args.capture_video else None)
+        run_utils.log_evaluation(run.logger, step, returns, t0, **(measure() if measure else {}))
+        return returns
+    return evaluate
+
+
 def evaluate_when_due(loop: dict, step: int, frequency: int, evaluate, final: bool = False) -> list[float]:
     """`evaluate(step)` at step 0, then at the first step past each multiple of `frequency` env steps (spec §1.4),
     and with `final` at the end unless that step was just evaluated; returns the last evaluation's returns."""
@@ -280,6 +300,19 @@ def end_step(run: run_utils.Run, reward: float, env_steps: int, episode_over: bo
     elif run.progress.due():
         print(run.progress.line(loop["global_step"], None), flush=True)
     return episode_over
+
+
+def resumable_updates(run: run_utils.Run, step: int, count: int, action: np.ndarray, state, burst: dict | None):
+    """Indices of the `count` updates of env step `step` (SAC-AE's first updates: a thousand take minutes on a CPU),
+    with progress lines. SIGINT/SIGTERM between two of them checkpoints `state()` with loop["burst"] (the step's
+    `action`, the updates done) and exits; the resumed run passes that `burst` back and continues from there."""
+    for i in range(burst["done"] if burst else 0, count):
+        if run.interrupts.requested:
+            run.loop["burst"] = {"action": action, "done": i}
+            run.exit_interrupted(step, state)
+        yield i
+        if count > 1 and run.progress.due():
+            print(f"{run.progress.line(step, None)} | first updates: {i + 1}/{count}", flush=True)
 
 
 def replay_state(rb) -> dict:

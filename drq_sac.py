@@ -28,12 +28,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-import ae_files
 import dmc_envs
 import pretrain_autoencoder
 import run_utils
 
 SCRIPT = Path(__file__).stem
+FEATURE_DIM = 50  # spec §1.1 feature_dim
 
 
 @dataclass
@@ -83,12 +83,6 @@ class Args(dmc_envs.EnvArgs, run_utils.AgentRunArgs):
     sum_over_copies: bool = True
     """sum the critic loss over the M copies (the authors' drq.py); --no-sum-over-copies: their mean (spec §1.2)"""
 
-    # Evaluation (spec §1.4)
-    eval_frequency: int = 10_000
-    """env steps between evaluations (the paper's 10k); one also runs at step 0 and at the end"""
-    eval_episodes: int = 10
-    """episodes per evaluation, deterministic action tanh(mu)"""
-
     # Speed: the same arithmetic, up to float rounding (README, "Speed")
     channels_last: bool = True
     """run the convolutions in torch.channels_last memory layout (4-5% less CPU time per update)"""
@@ -96,8 +90,7 @@ class Args(dmc_envs.EnvArgs, run_utils.AgentRunArgs):
     """torch.compile actor, critic and target critic in place (needs a C++ compiler on CPU; no gain measured)"""
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Networks (spec §1.1)
+# -- Networks (spec §1.1) ---------------------------------------------------------------------------------------
 
 
 def weight_init(m: nn.Module) -> None:
@@ -108,9 +101,6 @@ def weight_init(m: nn.Module) -> None:
     elif isinstance(m, nn.Conv2d):
         nn.init.orthogonal_(m.weight.data, nn.init.calculate_gain("relu"))
         m.bias.data.fill_(0.0)
-
-
-FEATURE_DIM = 50  # spec §1.1 feature_dim
 
 
 class Encoder(nn.Module):
@@ -143,10 +133,6 @@ class Encoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_conv):
             h = self.forward_conv(obs)
         return self.head(h)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# SAC networks (spec §1.1)
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -198,8 +184,7 @@ class Critic(nn.Module):
         return self.q1(h), self.q2(h)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Augmentation (spec §1.3)
+# -- Augmentation (spec §1.3) -----------------------------------------------------------------------------------
 
 
 def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
@@ -217,8 +202,7 @@ def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = Non
     return x.reshape(n, c, h * w).gather(2, idx).view(n, c, h, w)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Replay buffer: every RGB frame stored once, on the training device
+# -- Replay buffer: every RGB frame stored once, on the training device -----------------------------------------
 
 
 class ReplayBuffer:
@@ -278,16 +262,14 @@ class ReplayBuffer:
         return self.get((self.start + torch.randint(0, len(self), (batch_size,), device=self.device)) % self.capacity)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The DrQ update (spec §1.2, Algorithm 1)
+# -- The DrQ update (spec §1.2, Algorithm 1) --------------------------------------------------------------------
 
 
 def update_critic(agent: "Agent", obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                   next_obs: torch.Tensor, not_done: torch.Tensor, gamma: float, k: int, m: int,
                   sum_over_copies: bool = True, noise: torch.Tensor | None = None) -> dict:
-    """The critic step of spec §1.2 on M augmented copies of the B states (obs, M*B rows) and K of the B next states
-    (next_obs, K*B rows), each run through the networks as one batch. `noise` (K*B, |A|) fixes the next-action
-    samples (tests)."""
+    """The critic step of spec §1.2 on M shifted copies of the B states (M*B rows of obs) and K of the next states
+    (K*B rows of next_obs), each copy set one batch. `noise` (K*B, |A|) fixes the next-action samples (tests)."""
     with torch.no_grad():  # the target: a next action per copy of s', the K targets averaged
         mu, log_std = agent.actor(next_obs)
         next_action, log_prob = sample_action(mu, log_std, noise)
@@ -333,9 +315,8 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: float = 0.99, tau: float = 0.01,
            policy_frequency: int = 2, target_network_frequency: int = 2, k: int = 2, m: int = 2,
            augment=random_shift, sum_over_copies: bool = True) -> dict:
-    """One DrQ step at agent step `step` (spec §1.2): K copies of the next states and M of the states, each
-    augmented on its own (`augment=None`: not at all, tests); the actor and temperature learn on the first copy of
-    the states. Returns tensors (no host sync)."""
+    """One DrQ step at agent step `step` (spec §1.2): K copies of s' and M of s, each shifted on its own (`augment=None`:
+    none, tests); actor and temperature learn on the first copy of s. Returns tensors (no host sync)."""
     obs, action, reward, next_obs, not_done = rb.sample(batch_size)
     obs, next_obs = obs.repeat(m, 1, 1, 1), next_obs.repeat(k, 1, 1, 1)
     if augment is not None:
@@ -348,8 +329,7 @@ def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: 
     return metrics
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Evaluation (spec §1.4), and the critic's invariance to shifts (report question 2)
+# -- Evaluation (spec §1.4), and the critic's invariance to shifts (report question 2) --------------------------
 
 
 @torch.no_grad()
@@ -376,8 +356,7 @@ def measure_invariance(critic: Critic, obs: torch.Tensor, action: torch.Tensor, 
             "invariance/q_mse_shift_vs_none": F.mse_loss(q_a, q_0).item()}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The agent: networks and optimizers (spec §1.1, §1.4); --encoder-path's frozen pretrained encoder (report §2)
+# -- The agent: networks and optimizers (spec §1.1, §1.4); --encoder-path's frozen pretrained encoder (report §2)
 
 
 @dataclass
@@ -401,8 +380,7 @@ def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device
         encoder = pretrain_autoencoder.PretrainedEncoder(encoder_path, latent_stack, channels_last)
         actor = Actor(encoder, action_dim, hidden_dim).to(device)
         critic = Critic(encoder, action_dim, hidden_dim).to(device)
-        encoder.encoder.load_state_dict(encoder.pretrained)  # after Actor and Critic, which initialise what they hold
-        encoder.requires_grad_(False)
+        encoder.freeze()  # loads the pretrained weights after Actor and Critic, which initialise what they hold
     else:
         actor = Actor(Encoder(obs_shape, feature_dim, channels_last=channels_last), action_dim, hidden_dim).to(device)
         critic = Critic(Encoder(obs_shape, feature_dim, channels_last=channels_last), action_dim, hidden_dim).to(device)
@@ -420,15 +398,7 @@ def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device
                  target_entropy=-float(action_dim))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5), 84x84 RGB frames
-
-
-def frames_per_observation(encoder_path: str | None, latent_stack: int) -> int:
-    """3 stacked frames (spec §1.4); with --encoder-path the frames of the last --latent-stack encoder inputs."""
-    if encoder_path is None:
-        return 3
-    return latent_stack + ae_files.load_encoder_checkpoint(encoder_path, Encoder)["frames_per_input"] - 1
+# -- Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5), 84x84 RGB frames ---------
 
 
 def make_env(env_name: str, seed: int, action_repeat: int, frame_stack: int, episode_length: int) -> dmc_envs.DMCEnv:
@@ -436,8 +406,7 @@ def make_env(env_name: str, seed: int, action_repeat: int, frame_stack: int, epi
                              episode_length=episode_length)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The training loop (spec §1.2)
+# -- The training loop (spec §1.2) ------------------------------------------------------------------------------
 
 
 def main(args: Args, argv: list[str] = ()):
@@ -456,22 +425,14 @@ def main(args: Args, argv: list[str] = ()):
                        args.compile)
     rb = ReplayBuffer(args.buffer_size, obs_shape, action_dim, device,
                       episode_len=math.ceil(args.episode_length / action_repeat))
-    plan = dmc_envs.run_plan(args, env_name, action_repeat, learning_starts)
-    run = run_utils.Run(args, SCRIPT, env_name, device, ckpt, plan, dmc_envs.LOOP_START, t_start,
-                        action_repeat=action_repeat, learning_starts=learning_starts)
+    run = dmc_envs.start_run(args, SCRIPT, env_name, action_repeat, learning_starts, device, ckpt, t_start)
     loop = run.loop
 
-    def run_evaluation(global_step: int) -> list[float]:
-        t0 = time.time()
-        print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
-        video = run.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
-        returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        invariance = {}
-        if len(rb) > 0:  # report question 2, on up to 256 replayed (state, action) pairs
-            obs, action, _, _, _ = rb.sample(min(args.batch_size, 256))
-            invariance = measure_invariance(agent.critic, obs, action)
-        run_utils.log_evaluation(run.logger, global_step, returns, t0, **invariance)
-        return returns
+    def invariance() -> dict:  # report question 2, on up to 256 replayed (state, action) pairs
+        return measure_invariance(agent.critic, *rb.sample(min(args.batch_size, 256))[:2]) if len(rb) > 0 else {}
+
+    run_evaluation = dmc_envs.evaluation(run, functools.partial(evaluate, agent.actor, eval_env, args.eval_episodes,
+                                                                device), invariance)
 
     obs = dmc_envs.restore(ckpt, agent, rb, env, eval_env) if ckpt else env.reset(seed=args.seed)[0]
     checkpoint_state = functools.partial(dmc_envs.training_state, agent, rb, env, eval_env)
@@ -503,28 +464,26 @@ def main(args: Args, argv: list[str] = ()):
     return final, agent, rb
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping: validation, --eval-checkpoint, the command line
+# -- Run bookkeeping: validation, --eval-checkpoint, the command line -------------------------------------------
 
 
 def validate(args: Args, argv: list[str]) -> tuple[str, int, int, int, torch.device]:
-    """One-line errors for bad input, before anything is written; returns the resolved settings: task name, action
-    repeat, learning start, frames per observation, device."""
+    """One-line errors for bad input, before anything is written; returns task, action repeat, learning start,
+    frames per observation and device."""
     run_utils.positive(total_timesteps=args.total_timesteps, batch_size=args.batch_size, buffer_size=args.buffer_size,
                        eval_episodes=args.eval_episodes, eval_frequency=args.eval_frequency, k=args.k, m=args.m,
                        episode_length=args.episode_length, latent_stack=args.latent_stack,
                        checkpoint_interval=args.checkpoint_interval)
     env_name, action_repeat, learning_starts = dmc_envs.resolve_schedule(args)
-    frame_stack = frames_per_observation(args.encoder_path, args.latent_stack)
+    frame_stack = pretrain_autoencoder.frames_per_observation(args.encoder_path, args.latent_stack)
     return env_name, action_repeat, learning_starts, frame_stack, run_utils.check_run_flags(args, argv)
 
 
 def evaluate_checkpoint(args: Args, argv: list[str]):
-    """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and sizes; nothing
-    is trained."""
+    """--eval-checkpoint: a saved agent on its own task, action repeat and sizes; nothing is trained."""
     def build(saved: dict, ckpt: dict, env_name: str, action_repeat: int, device: torch.device):
-        env = make_env(env_name, saved["seed"] + 10_000, action_repeat,
-                       frames_per_observation(saved["encoder_path"], saved["latent_stack"]), saved["episode_length"])
+        frame_stack = pretrain_autoencoder.frames_per_observation(saved["encoder_path"], saved["latent_stack"])
+        env = make_env(env_name, saved["seed"] + 10_000, action_repeat, frame_stack, saved["episode_length"])
         return env, make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"],
                                saved["feature_dim"], encoder_path=saved["encoder_path"],
                                latent_stack=saved["latent_stack"], channels_last=args.channels_last,

@@ -3,7 +3,8 @@ setup (its §2: 200k frames of a random policy, 300 epochs, 50-dim features) for
 drq_sac.py --encoder-path.
 
 The encoder is the DMC scripts' `Encoder` (the same class, so its weights load bit-for-bit), the decoder SAC-AE's
-(spec/ALGORITHMS.md §5, cited as "spec §x"). One update on a minibatch x of frame stacks, h = encoder(x):
+(spec/ALGORITHMS.md §5, cited as "spec §x"); this file's decoder, init, optimizers and update are also sac_ae.py's
+autoencoder, written once here. One update on a minibatch x of frame stacks, h = encoder(x):
 
     loss = MSE(decoder(h), 5-bit target of x) + lambda_z * mean(0.5 ||h||^2),  Adam; the decoder's Adam has weight
     decay lambda_theta
@@ -90,8 +91,7 @@ class Args(run_utils.RunArgs):
     """encoder.pt of an earlier run to evaluate on all frames of the data instead of training one (coverage)"""
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Networks: the DMC scripts' encoder (spec §1.1) and the SAC-AE decoder (spec §5)
+# -- Networks: the DMC scripts' encoder (spec §1.1) and the SAC-AE decoder (spec §5) ----------------------------
 
 
 FEATURE_DIM = 50  # spec §1.1 feature_dim
@@ -162,8 +162,7 @@ class Decoder(nn.Module):
         return self.deconvs[-1](x)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The dataset (this script's replay): frames stored once, stacked on demand
+# -- The dataset (this script's replay): frames stored once, stacked on demand ----------------------------------
 
 
 def episode_starts(first: np.ndarray) -> np.ndarray:
@@ -191,8 +190,7 @@ def split_heldout(first: np.ndarray, fraction: float) -> int:
     return min(max(cut, 1), n - 1)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The SAC-AE update (spec §5): 5-bit reconstruction target, loss, optimizers, one step (the same code in sac_ae.py)
+# -- The SAC-AE update (spec §5): 5-bit reconstruction target, loss, optimizers, one step (sac_ae.py's too)
 
 RECONSTRUCTION_BITS = 5  # spec §5: utils.preprocess_obs(bits=5), after Glow (arXiv 1807.03039)
 
@@ -240,8 +238,7 @@ def update_autoencoder(encoder: nn.Module, decoder: nn.Module, encoder_optimizer
     return {"losses/ae_loss": loss.detach(), "losses/reconstruction_mse": rec_loss.detach()}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Evaluation: reconstruction MSE on two scales, the reconstructions the figures show
+# -- Evaluation: reconstruction MSE on two scales, the reconstructions the figures show -------------------------
 
 
 def target_to_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -279,8 +276,7 @@ def reconstruct(encoder: nn.Module, decoder: nn.Module, obs: torch.Tensor) -> to
     return target_to_pixels(decoder(encoder(obs))).clamp(0, 255).round().to(torch.uint8)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Environment: collecting frames with random actions or a saved policy
+# -- Environment: collecting frames with random actions or a saved policy ---------------------------------------
 
 
 def collect_frames(env_id: str, num_frames: int, seed: int, action_repeat: int, episode_length: int,
@@ -308,7 +304,7 @@ def collect_frames(env_id: str, num_frames: int, seed: int, action_repeat: int, 
             on_interrupt({"frames_done": i, "frames": frames[:i], "first": first[:i], "new_episode": new_episode,
                           "env": env.snapshot()})
         if progress.due():
-            print("collecting: " + progress_line(progress, i), flush=True)
+            print("collecting: " + ae_files.progress_line(progress, i), flush=True)
         frames[i] = obs[-3:] if env.pixels else env.render_frame()
         first[i] = new_episode
         action = env.action_space.sample() if policy is None else policy(obs)
@@ -320,8 +316,7 @@ def collect_frames(env_id: str, num_frames: int, seed: int, action_repeat: int, 
     return frames, first
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Main: collect (or load) frames, then train the autoencoder by epochs of shuffled minibatches
+# -- Main: collect (or load) frames, then train the autoencoder by epochs of shuffled minibatches ---------------
 
 
 def main(args: Args, argv: list[str] = ()) -> dict:
@@ -332,26 +327,7 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     env_name, action_repeat, device = cfg["env_name"], cfg["action_repeat"], cfg["device"]
     path = Path(cfg["dataset_path"])
     run_utils.seed_everything(args.seed, args.torch_deterministic)
-    run_name, run_dir = run_utils.run_location(args, env_name, ckpt)
-    work = (f"evaluate {args.eval_encoder}" if args.eval_encoder else
-            f"{args.epochs} epochs of batch {args.batch_size}, {args.frames_per_input} frame(s) per input")
-    data = (f"the frames of {path}" if cfg["dataset"] is not None else
-            f"{args.num_frames} frames of {cfg['policy']} actions (action repeat {action_repeat}), saved to {path}")
-    resuming = {None: "", "collect": ", resuming the collection", "train": ", resuming the training"}
-    run_utils.announce(SCRIPT, env_name, device, run_dir, f"{work} on {data}{resuming[ckpt and ckpt['phase']]}")
-    record = run_utils.run_record(args, SCRIPT, run_name, device, env_id=env_name, action_repeat=action_repeat,
-                                  dataset_path=str(path))
-    logger = run_utils.RunLogger(args, run_dir, record, resume=ckpt["logger"] if ckpt else None)
-    interrupts = run_utils.Interrupts()
-    t_start -= ckpt["elapsed"] if ckpt else 0.0
-
-    def checkpoint(state: dict) -> Path:
-        """state: the phase ("collect" or "train") and what it needs to continue."""
-        file = run_dir / run_utils.CHECKPOINT
-        run_utils.save_checkpoint(file, SCRIPT, {"args": vars(args), "run_name": run_name, **state,
-                                                 "rng": run_utils.rng_state(), "logger": logger.position(),
-                                                 "elapsed": time.time() - t_start})
-        return file
+    run = ae_files.PretrainRun(args, SCRIPT, cfg, ckpt, t_start)
 
     if cfg["dataset"] is not None:
         print(f"dataset: loading {len(cfg['dataset'][1])} frames from {path} ...", flush=True)
@@ -363,26 +339,26 @@ def main(args: Args, argv: list[str] = ()) -> dict:
               "actions)" + (f" from frame {resume['frames_done']}" if resume else ""), flush=True)
         if resume:
             run_utils.set_rng_state(ckpt["rng"])
-
-        def stop(collected: dict) -> None:
-            file = checkpoint({"phase": "collect", "collect": collected})
-            interrupts.exit(collected["frames_done"], file, run_utils.resume_command(run_dir))
-
         policy = None
         if cfg["actor"] is not None:  # the saved actor samples its actions with its own script's `act`
             actor = cfg["actor"].to(device)
             policy = lambda obs: cfg["act"](actor, obs, device, sample=True)  # noqa: E731
         frames, first = collect_frames(env_name, args.num_frames, args.seed, action_repeat, args.episode_length,
-                                       policy, cfg["pixels"], resume, interrupts, stop)
+                                       policy, cfg["pixels"], resume, run.interrupts, run.stop_collecting)
         print(f"dataset: saving {len(frames)} frames to {path} ...", flush=True)
         ae_files.save_dataset(path, frames, first, env_id=env_name, policy=cfg["policy"], action_repeat=action_repeat,
-                     seed=args.seed)
+                              seed=args.seed)
         print(f"dataset: {len(frames)} frames, {int(first.sum())} episodes -> {path}", flush=True)
 
     frames_t = torch.as_tensor(frames, device=device)
     starts_t = torch.as_tensor(episode_starts(first), device=device)
-    if cfg["autoencoder"] is not None:  # measure a trained autoencoder on these frames, train nothing
-        return evaluate_encoder(args, cfg, frames_t, starts_t, path, run_name, logger, t_start)
+    if cfg["autoencoder"] is not None:  # measure a trained autoencoder on every frame of the data, train nothing
+        encoder, decoder, k = cfg["autoencoder"]
+        encoder, decoder, idx = encoder.to(device), decoder.to(device), torch.arange(len(frames), device=device)
+        mse, mse_255 = evaluate_mse(encoder, decoder, frames_t, starts_t, idx, k, args.seed,
+                                    label=f"MSE of {args.eval_encoder}")
+        obs = stack_frames(frames_t, starts_t, idx[: args.png_frames], k)
+        return run.finish_evaluation(k, len(frames), mse, mse_255, obs, reconstruct(encoder, decoder, obs))
 
     k = args.frames_per_input
     cut = split_heldout(first, args.heldout_fraction)
@@ -406,19 +382,12 @@ def main(args: Args, argv: list[str] = ()) -> dict:
     # as training starts, so that a run that collected its frames never collects them again
     train = {"update": 0, "perm": None, "running": None, "history": [], "next_checkpoint": 0}
     if ckpt and ckpt["phase"] == "train":
-        for name, module in modules.items():
-            module.load_state_dict(ckpt["autoencoder"][name])
-        train = ckpt["train"]
-        for name in ("perm", "running"):
-            train[name] = None if train[name] is None else train[name].to(device)
-        run_utils.set_rng_state(ckpt["rng"])
+        train = run.restore_training(ckpt, modules, device)
     total = args.epochs * n_batches
     progress = run_utils.Progress(total, 0, train["update"])
     while train["update"] < total:
         update = train["update"]
-        run_utils.checkpoint_when_due(update, train, args.checkpoint_interval, interrupts, lambda: checkpoint(
-            {"phase": "train", "dataset": str(path), "train": train,
-             "autoencoder": {name: module.state_dict() for name, module in modules.items()}}), run_dir)
+        run.checkpoint_when_due(update, train, modules)
         epoch, b = divmod(update, n_batches)
         if b == 0:
             train["perm"], train["running"] = torch.randperm(cut, device=device), torch.zeros((), device=device)
@@ -429,7 +398,8 @@ def main(args: Args, argv: list[str] = ()) -> dict:
         train["update"] += 1
         if b + 1 < n_batches:
             if progress.due():
-                print(f"{progress_line(progress, train['update'])} | epoch {epoch + 1}/{args.epochs}", flush=True)
+                print(f"{ae_files.progress_line(progress, train['update'])} | epoch {epoch + 1}/{args.epochs}",
+                      flush=True)
             continue
         label = f"epoch {epoch + 1}/{args.epochs}: MSE"
         train_mse, train_mse_255 = evaluate_mse(encoder, decoder, frames_t, starts_t, train_eval_idx, k, args.seed,
@@ -440,55 +410,19 @@ def main(args: Args, argv: list[str] = ()) -> dict:
                  "ae/heldout_mse": heldout_mse, "ae/train_mse_255": train_mse_255,
                  "ae/heldout_mse_255": heldout_mse_255}
         train["history"].append(point)
-        logger.log(epoch + 1, **point)
-        print(f"{progress_line(progress, train['update'])} | epoch {epoch + 1}/{args.epochs} | MSE train "
-              f"{train_mse:.3e} held-out {heldout_mse:.3e} | grey levels^2 train {train_mse_255:.2f} held-out "
-              f"{heldout_mse_255:.2f}", flush=True)
+        run.log_epoch(progress, train["update"], point)
 
-    history = train["history"]
-    encoder_path = logger.dir / "encoder.pt"
-    ae_files.save_encoder_checkpoint(encoder_path, encoder, decoder, k, env_name,
-                            {"dataset": str(path), "epochs": args.epochs, "run_name": run_name})
     obs = stack_frames(frames_t, starts_t, heldout_idx[: args.png_frames], k)
-    ae_files.save_figures(logger.dir, obs, reconstruct(encoder, decoder, obs), history)
-    final = {"env_id": env_name, "algo": args.exp_name, "seed": args.seed, "epochs": args.epochs,
-             "frames_per_input": k, "num_frames": len(frames), "train_frames": cut, "heldout_frames": len(frames) - cut,
-             "dataset": str(path), "encoder_path": str(encoder_path),
-             **{key.removeprefix("ae/"): value for key, value in history[-1].items() if key != "ae/epoch"},
-             "wall_time_s": time.time() - t_start, "run_name": run_name}
-    logger.finish(final)
-    (run_dir / run_utils.CHECKPOINT).unlink(missing_ok=True)  # the run is done
-    print(f"encoder -> {encoder_path}", flush=True)
-    return final
+    return run.finish_training(encoder, decoder, k, obs, reconstruct(encoder, decoder, obs), train["history"],
+                               num_frames=len(frames), train_frames=cut, heldout_frames=len(frames) - cut)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping: --eval-encoder, validation, the command line (the files: ae_files.py)
-
-
-def evaluate_encoder(args: Args, cfg: dict, frames: torch.Tensor, starts: torch.Tensor, path: Path, run_name: str,
-                     logger: run_utils.RunLogger, t_start: float) -> dict:
-    """--eval-encoder: the reconstruction MSE of a trained autoencoder on every frame of the data; trains nothing."""
-    encoder, decoder, k = cfg["autoencoder"]
-    encoder, decoder = encoder.to(frames.device), decoder.to(frames.device)
-    idx = torch.arange(len(frames), device=frames.device)
-    mse, mse_255 = evaluate_mse(encoder, decoder, frames, starts, idx, k, args.seed,
-                                label=f"MSE of {args.eval_encoder}")
-    logger.log(0, **{"ae/eval_mse": mse, "ae/eval_mse_255": mse_255})
-    obs = stack_frames(frames, starts, idx[: args.png_frames], k)
-    ae_files.save_figures(logger.dir, obs, reconstruct(encoder, decoder, obs), [])
-    final = {"env_id": cfg["env_name"], "algo": args.exp_name, "seed": args.seed, "epochs": 0, "frames_per_input": k,
-             "num_frames": len(frames), "dataset": str(path), "evaluated_encoder": args.eval_encoder,
-             "eval_mse": mse, "eval_mse_255": mse_255, "wall_time_s": time.time() - t_start, "run_name": run_name}
-    logger.finish(final)
-    (logger.dir / run_utils.CHECKPOINT).unlink(missing_ok=True)
-    print(f"{args.eval_encoder} on {path}: MSE {mse:.3e} ({mse_255:.2f} grey levels^2)", flush=True)
-    return final
+# -- Run bookkeeping: --encoder-path of the pixel scripts, validation, the command line (the rest: ae_files.py) --
 
 
 class PretrainedEncoder(nn.Module):
     """--encoder-path of sac_pixels.py and drq_sac.py, the report's "DrQ on SAC+AE" (§2, §4): this file's Encoder
-    (`pretrained`, loaded and frozen by their make_agent) on each of the last `latent_stack` steps (step j: frames
+    (`pretrained`, loaded and frozen by `freeze`) on each of the last `latent_stack` steps (step j: frames
     j .. j + F - 1), the latents concatenated; one shift moves all frames."""
 
     def __init__(self, path: str, latent_stack: int, channels_last: bool = False):
@@ -504,55 +438,25 @@ class PretrainedEncoder(nn.Module):
         with torch.no_grad():  # the N steps' inputs batched as B * N
             return self.encoder(obs[:, channels.flatten()].reshape(b * self.n, 3 * self.k, h, w)).reshape(b, -1)
 
+    def freeze(self) -> None:
+        """Loads the pretrained weights (after the actor and critic, which initialise what they hold) and freezes
+        them."""
+        self.encoder.load_state_dict(self.pretrained)
+        self.requires_grad_(False)
 
-def progress_line(progress: run_utils.Progress, step: int) -> str:
-    """run_utils.Progress's line without the episode return and the learning phase, which only RL runs have; a step
-    here is a frame collected or a minibatch update."""
-    return progress.line(step, None).replace(" | return n/a", "").replace("after learning starts", "n/a")
+
+def frames_per_observation(encoder_path: str | None, latent_stack: int) -> int:
+    """The frames a pixel script stacks: 3 (spec §1.4); with --encoder-path those of the last `latent_stack` encoder
+    inputs (PretrainedEncoder's)."""
+    if encoder_path is None:
+        return 3
+    return latent_stack + ae_files.load_encoder_checkpoint(encoder_path, Encoder)["frames_per_input"] - 1
 
 
 def validate(args: Args, argv: list[str], ckpt: dict | None = None) -> dict:
-    """One-line errors for bad input, before anything is written. Reads the dataset (--dataset, or the one a resumed
-    run collected), the policy and the encoder to evaluate, and returns them with the resolved settings."""
-    run_utils.positive(num_frames=args.num_frames, epochs=args.epochs, batch_size=args.batch_size,
-                       episode_length=args.episode_length, eval_frames=args.eval_frames, png_frames=args.png_frames,
-                       checkpoint_interval=args.checkpoint_interval)
-    if args.action_repeat is not None:
-        run_utils.positive(action_repeat=args.action_repeat)
-    run_utils.require(args.num_frames >= 2, f"--num-frames must be at least 2 (training and held-out frames), got "
-                      f"{args.num_frames}")
-    run_utils.require(0.0 < args.heldout_fraction < 1.0,
-                      f"--heldout-fraction must lie in (0, 1), got {args.heldout_fraction}")
-    env_name = "-".join(dmc_envs.resolve_env_id(args.env_id))
-    dataset_path = ckpt["dataset"] if ckpt and ckpt["phase"] == "train" else args.dataset
-    dataset, module, actor, saved, pixels, policy = None, None, None, {}, True, "random"
-    if dataset_path is not None:
-        dataset = ae_files.load_dataset(Path(dataset_path), with_frames=False)
-        meta = dataset[2]
-        env_name = str(meta.get("env_id", env_name))
-        action_repeat = int(meta.get("action_repeat", args.action_repeat or dmc_envs.default_action_repeat(env_name)))
-        train_frames = split_heldout(dataset[1], args.heldout_fraction)
-    else:
-        if args.policy_checkpoint is not None:
-            run_utils.require(Path(args.policy_checkpoint).is_file(),
-                              f"--policy-checkpoint {args.policy_checkpoint} does not exist")
-            module, actor, saved, pixels = ae_files.load_policy(args.policy_checkpoint, torch.device("cpu"))
-            env_name = "-".join(dmc_envs.resolve_env_id(saved["env_id"]))
-            policy = f"policy-{Path(args.policy_checkpoint).parent.name}"
-        action_repeat = args.action_repeat or saved.get("action_repeat") or dmc_envs.default_action_repeat(env_name)
-        dataset_path = str(Path(args.dataset_dir) / f"{env_name}__{policy}__{args.num_frames}__{args.seed}.npz")
-        run_utils.check_runs_dir(args.dataset_dir, "--dataset-dir")
-        # the split falls on an episode boundary, known once the frames are collected
-        train_frames = args.num_frames - max(int(round(args.num_frames * args.heldout_fraction)), 1)
-    autoencoder = None
-    if args.eval_encoder is not None:
-        autoencoder = ae_files.load_autoencoder(args.eval_encoder, Encoder, Decoder)
-    else:
-        run_utils.require(args.batch_size <= train_frames, f"--batch-size {args.batch_size} is larger than the "
-                          f"training split (~{train_frames} frames)")
-    return {"env_name": env_name, "action_repeat": action_repeat, "dataset": dataset, "dataset_path": dataset_path,
-            "actor": actor, "act": module and module.act, "pixels": pixels, "policy": policy,
-            "autoencoder": autoencoder, "device": run_utils.check_run_flags(args, argv)}
+    """One-line errors for bad input, before anything is written (ae_files.check_inputs): the dataset (--dataset, or
+    the one a resumed run collected), the policy and the encoder to evaluate, with the resolved settings."""
+    return ae_files.check_inputs(args, argv, ckpt, Encoder, Decoder, split_heldout)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

@@ -8,7 +8,9 @@ and initialisation, whose encoder the critic loss and a reconstruction loss trai
     L_AE = mean (decoder(h) - 5-bit target of s)^2 + lambda_z mean_B 0.5 ||h||^2,  h = the critic's encoder(s)
 
 Actor and temperature learn as in SAC; the target follows the Q heads at tau, the encoder at encoder_tau; as learning
-starts, one update per seed step runs at once. `diff sac_pixels.py sac_ae.py` shows what SAC+AE adds. Steps: env steps.
+starts, one update per seed step runs at once. The autoencoder (its decoder, SAC-AE's init, the L_AE step) is
+pretrain_autoencoder.py's, the script that trains it alone, so it is written once; `diff sac_pixels.py sac_ae.py`
+shows what SAC+AE adds to SAC. Steps are env steps.
 
     python sac_ae.py --seed 3                                    # cartpole-swingup, 500k env steps
     python sac_ae.py --encoder-path runs_ae/<run>/encoder.pt     # start from pretrain_autoencoder.py's autoencoder
@@ -29,9 +31,11 @@ import tyro
 
 import ae_files
 import dmc_envs
+import pretrain_autoencoder
 import run_utils
 
 SCRIPT = Path(__file__).stem
+FEATURE_DIM = 50  # spec §1.1 feature_dim
 
 
 @dataclass
@@ -89,15 +93,8 @@ class Args(dmc_envs.EnvArgs, run_utils.AgentRunArgs):
     decoder_frequency: int = 1
     """agent steps between autoencoder updates (SAC-AE decoder_update_freq, spec §5)"""
 
-    # Evaluation (spec §1.4)
-    eval_frequency: int = 10_000
-    """env steps between evaluations (the paper's 10k); one also runs at step 0 and at the end"""
-    eval_episodes: int = 10
-    """episodes per evaluation, deterministic action tanh(mu)"""
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Networks (spec §1.1)
+# -- Networks (spec §1.1) ---------------------------------------------------------------------------------------
 
 
 def weight_init(m: nn.Module) -> None:
@@ -108,9 +105,6 @@ def weight_init(m: nn.Module) -> None:
     elif isinstance(m, nn.Conv2d):
         nn.init.orthogonal_(m.weight.data, nn.init.calculate_gain("relu"))
         m.bias.data.fill_(0.0)
-
-
-FEATURE_DIM = 50  # spec §1.1 feature_dim
 
 
 class Encoder(nn.Module):
@@ -143,10 +137,6 @@ class Encoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_conv):
             h = self.forward_conv(obs)
         return self.head(h)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# SAC networks (spec §1.1)
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -198,8 +188,7 @@ class Critic(nn.Module):
         return self.q1(h), self.q2(h)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Augmentation (spec §1.3): only the critic's invariance measurement (report question 2) shifts images
+# -- Augmentation (spec §1.3): only the critic's invariance measurement (report question 2) shifts images -------
 
 
 def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
@@ -217,8 +206,7 @@ def random_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = Non
     return x.reshape(n, c, h * w).gather(2, idx).view(n, c, h, w)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Replay buffer: every RGB frame stored once, on the training device
+# -- Replay buffer: every RGB frame stored once, on the training device -----------------------------------------
 
 
 class ReplayBuffer:
@@ -278,8 +266,7 @@ class ReplayBuffer:
         return self.get((self.start + torch.randint(0, len(self), (batch_size,), device=self.device)) % self.capacity)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The SAC+AE update: sac_pixels.py's SAC step (spec §1.2) and pretrain_autoencoder.py's autoencoder step (spec §5)
+# -- The SAC+AE update: sac_pixels.py's SAC step (spec §1.2) and pretrain_autoencoder.py's autoencoder step (spec §5)
 
 
 def update_critic(agent: "Agent", obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
@@ -326,45 +313,6 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
-RECONSTRUCTION_BITS = 5  # spec §5: utils.preprocess_obs(bits=5), after Glow (arXiv 1807.03039)
-
-
-def reconstruction_target(obs: torch.Tensor, bits: int = RECONSTRUCTION_BITS, noise: bool = True,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """SAC-AE's reconstruction target (spec §5, utils.preprocess_obs): reduce uint8 pixels to `bits` bits,
-    scale to [0, 1), add uniform dequantisation noise U(0, 1/2^bits), centre on 0. Only the target is quantised:
-    the encoder still sees obs / 255."""
-    bins = 2**bits
-    x = torch.floor(obs.float() / 2 ** (8 - bits)) / bins
-    if noise:
-        x = x + torch.rand(x.shape, device=x.device, generator=generator) / bins
-    return x - 0.5
-
-
-def ae_loss(encoder: nn.Module, decoder: nn.Module, obs: torch.Tensor, latent_lambda: float,
-            generator: torch.Generator | None = None):
-    """SAC-AE's update_decoder loss (spec §5): MSE(decoder(h), 5-bit target) + lambda_z * mean(0.5 ||h||^2), the
-    latent L2 penalty of RAE (arXiv 1903.12436). The decoder's weight decay lives in its optimizer (Adam
-    weight_decay, as in SAC-AE). Returns (loss, reconstruction MSE, h)."""
-    h = encoder(obs)
-    rec_loss = F.mse_loss(decoder(h), reconstruction_target(obs, generator=generator))
-    latent_loss = (0.5 * h.pow(2).sum(1)).mean()
-    return rec_loss + latent_lambda * latent_loss, rec_loss, h
-
-
-def update_autoencoder(encoder: nn.Module, decoder: nn.Module, encoder_optimizer: torch.optim.Optimizer,
-                       decoder_optimizer: torch.optim.Optimizer, obs: torch.Tensor, latent_lambda: float) -> dict:
-    """One step of SAC-AE's update_decoder (spec §5): the reconstruction loss trains the encoder, head included,
-    and the decoder, each with its own optimizer. Returns tensors (no host sync)."""
-    loss, rec_loss, _ = ae_loss(encoder, decoder, obs, latent_lambda)
-    encoder_optimizer.zero_grad(set_to_none=True)
-    decoder_optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    encoder_optimizer.step()
-    decoder_optimizer.step()
-    return {"losses/ae_loss": loss.detach(), "losses/reconstruction_mse": rec_loss.detach()}
-
-
 def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: float = 0.99, tau: float = 0.01,
            policy_frequency: int = 2, target_network_frequency: int = 2, encoder_tau: float = 0.05,
            decoder_frequency: int = 1, latent_lambda: float = 1e-6) -> dict:
@@ -378,14 +326,14 @@ def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: 
         soft_update(agent.critic_target.q1, agent.critic.q1, tau)
         soft_update(agent.critic_target.q2, agent.critic.q2, tau)
         soft_update(agent.critic_target.encoder, agent.critic.encoder, encoder_tau)
-    if step % decoder_frequency == 0:
-        metrics.update(update_autoencoder(agent.critic.encoder, agent.decoder, agent.encoder_optimizer,
-                                          agent.decoder_optimizer, obs, latent_lambda))
+    if step % decoder_frequency == 0:  # L_AE: the autoencoder step of pretrain_autoencoder.py, its own file
+        metrics.update(pretrain_autoencoder.update_autoencoder(agent.critic.encoder, agent.decoder,
+                                                               agent.encoder_optimizer, agent.decoder_optimizer, obs,
+                                                               latent_lambda))
     return metrics
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Evaluation (spec §1.4), and the critic's invariance to shifts (report question 2)
+# -- Evaluation (spec §1.4), and the critic's invariance to shifts (report question 2) --------------------------
 
 
 @torch.no_grad()
@@ -412,8 +360,7 @@ def measure_invariance(critic: Critic, obs: torch.Tensor, action: torch.Tensor, 
             "invariance/q_mse_shift_vs_none": F.mse_loss(q_a, q_0).item()}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The agent: sac_pixels.py's networks and optimizers (spec §1.1, §1.4) with SAC-AE's init, plus the decoder (spec §5)
+# -- The agent: sac_pixels.py's networks with SAC-AE's init, plus pretrain_autoencoder.py's decoder (spec §1.1, §5)
 
 
 @dataclass
@@ -428,7 +375,7 @@ class Agent:
     critic_optimizer: torch.optim.Optimizer
     alpha_optimizer: torch.optim.Optimizer
     target_entropy: float
-    decoder: "Decoder"
+    decoder: pretrain_autoencoder.Decoder
     encoder_optimizer: torch.optim.Optimizer
     decoder_optimizer: torch.optim.Optimizer
 
@@ -440,8 +387,8 @@ def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device
     """SAC-AE's initialisation (spec §5), or the encoder (both heads) and decoder of `pretrained` (an encoder.pt)."""
     actor = Actor(Encoder(obs_shape, feature_dim), action_dim, hidden_dim).to(device)
     critic = Critic(Encoder(obs_shape, feature_dim), action_dim, hidden_dim).to(device)
-    actor.apply(ae_weight_init)
-    critic.apply(ae_weight_init)
+    actor.apply(pretrain_autoencoder.ae_weight_init)
+    critic.apply(pretrain_autoencoder.ae_weight_init)
     if pretrained is not None:
         actor.encoder.load_state_dict(pretrained["encoder"])
         critic.encoder.load_state_dict(pretrained["encoder"])
@@ -451,58 +398,17 @@ def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device
     log_alpha = torch.tensor(math.log(init_temperature), device=device, requires_grad=True)
     # The convs learn from the critic loss only, so the actor's optimizer does not hold them.
     actor_params = [p for name, p in actor.named_parameters() if not name.startswith("encoder.convs.")]
-    decoder = Decoder(obs_shape[0], feature_dim).to(device)
+    decoder = pretrain_autoencoder.Decoder(obs_shape[0], feature_dim).to(device)
     if pretrained is not None:
         decoder.load_state_dict(pretrained["decoder"])
     return Agent(actor, critic, critic_target, log_alpha, torch.optim.Adam(actor_params, lr=policy_lr),
                  torch.optim.Adam(critic.parameters(), lr=q_lr),
                  torch.optim.Adam([log_alpha], lr=alpha_lr, betas=(alpha_beta, 0.999)),
-                 -float(action_dim), decoder, *make_ae_optimizers(critic.encoder, decoder, encoder_lr, decoder_lr,
-                                                                  decoder_weight_lambda))
+                 -float(action_dim), decoder, *pretrain_autoencoder.make_ae_optimizers(
+                     critic.encoder, decoder, encoder_lr, decoder_lr, decoder_weight_lambda))
 
 
-def ae_weight_init(m: nn.Module) -> None:
-    """SAC-AE's init (spec §5): Linear orthogonal, bias 0; conv and deconv delta-orthogonal, i.e. all taps zero
-    except the centre one, which gets an orthogonal matrix with the ReLU gain (arXiv 1806.05393)."""
-    if isinstance(m, nn.Linear):
-        nn.init.orthogonal_(m.weight.data)
-        m.bias.data.fill_(0.0)
-    elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-        m.weight.data.fill_(0.0)
-        m.bias.data.fill_(0.0)
-        mid = m.weight.size(2) // 2
-        nn.init.orthogonal_(m.weight.data[:, :, mid, mid], nn.init.calculate_gain("relu"))
-
-
-class Decoder(nn.Module):
-    """SAC-AE decoder (spec §5): fc 50 -> 32x35x35 + ReLU, three 3x3 stride-1 deconvs + ReLU (35 -> 41), then a
-    3x3 stride-2 deconv with output_padding 1 (41 -> 84) to the input's channels, no output activation. Its
-    output lives on the scale of `reconstruction_target`, about [-0.5, 0.5]."""
-
-    def __init__(self, out_channels: int, feature_dim: int = FEATURE_DIM, num_filters: int = 32):
-        super().__init__()
-        self.num_filters = num_filters
-        self.fc = nn.Linear(feature_dim, num_filters * 35 * 35)
-        self.deconvs = nn.ModuleList([nn.ConvTranspose2d(num_filters, num_filters, 3, stride=1) for _ in range(3)])
-        self.deconvs.append(nn.ConvTranspose2d(num_filters, out_channels, 3, stride=2, output_padding=1))
-        self.apply(ae_weight_init)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.fc(h)).view(-1, self.num_filters, 35, 35)
-        for deconv in self.deconvs[:-1]:
-            x = torch.relu(deconv(x))
-        return self.deconvs[-1](x)
-
-
-def make_ae_optimizers(encoder: nn.Module, decoder: nn.Module, encoder_lr: float = 1e-3, decoder_lr: float = 1e-3,
-                       weight_lambda: float = 1e-7) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """SAC-AE (spec §5): Adam on the encoder; Adam with weight decay lambda_theta on the decoder only."""
-    return (torch.optim.Adam(encoder.parameters(), lr=encoder_lr),
-            torch.optim.Adam(decoder.parameters(), lr=decoder_lr, weight_decay=weight_lambda))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5), 84x84 RGB frames
+# -- Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5), 84x84 RGB frames ---------
 
 
 def make_env(env_name: str, seed: int, action_repeat: int, frame_stack: int, episode_length: int) -> dmc_envs.DMCEnv:
@@ -510,8 +416,7 @@ def make_env(env_name: str, seed: int, action_repeat: int, frame_stack: int, epi
                              episode_length=episode_length)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The training loop (spec §1.2; SAC-AE's first updates, spec §5)
+# -- The training loop (spec §1.2; SAC-AE's first updates, spec §5) ---------------------------------------------
 
 
 def main(args: Args, argv: list[str] = ()):
@@ -530,22 +435,15 @@ def main(args: Args, argv: list[str] = ()):
                        args.decoder_weight_lambda, pretrained)
     rb = ReplayBuffer(args.buffer_size, obs_shape, action_dim, device,
                       episode_len=math.ceil(args.episode_length / action_repeat))
-    plan = dmc_envs.run_plan(args, env_name, action_repeat, learning_starts)
-    run = run_utils.Run(args, SCRIPT, env_name, device, ckpt, plan, LOOP_START, t_start,
-                        action_repeat=action_repeat, learning_starts=learning_starts)
-    loop, progress = run.loop, run.progress
+    run = dmc_envs.start_run(args, SCRIPT, env_name, action_repeat, learning_starts, device, ckpt, t_start,
+                             LOOP_START)
+    loop = run.loop
 
-    def run_evaluation(global_step: int) -> list[float]:
-        t0 = time.time()
-        print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
-        video = run.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
-        returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        invariance = {}
-        if len(rb) > 0:  # report question 2, on up to 256 replayed (state, action) pairs
-            obs, action, _, _, _ = rb.sample(min(args.batch_size, 256))
-            invariance = measure_invariance(agent.critic, obs, action)
-        run_utils.log_evaluation(run.logger, global_step, returns, t0, **invariance)
-        return returns
+    def invariance() -> dict:  # report question 2, on up to 256 replayed (state, action) pairs
+        return measure_invariance(agent.critic, *rb.sample(min(args.batch_size, 256))[:2]) if len(rb) > 0 else {}
+
+    run_evaluation = dmc_envs.evaluation(run, functools.partial(evaluate, agent.actor, eval_env, args.eval_episodes,
+                                                                device), invariance)
 
     obs = dmc_envs.restore(ckpt, agent, rb, env, eval_env) if ckpt else env.reset(seed=args.seed)[0]
     checkpoint_state = functools.partial(dmc_envs.training_state, agent, rb, env, eval_env, pretrained=pretrained)
@@ -555,26 +453,20 @@ def main(args: Args, argv: list[str] = ()):
         run.checkpoint_when_due(global_step, checkpoint_state)
         dmc_envs.evaluate_when_due(loop, global_step, args.eval_frequency, run_evaluation)
         # spec §1.2 order: choose the action, update, step the env, store the transition
-        burst, loop["burst"] = loop["burst"], None
-        if burst is not None:  # resumed inside the first updates
-            action, updates_done = burst["action"].numpy(), burst["done"]
+        burst, loop["burst"] = loop["burst"], None  # set when resumed inside the first updates
+        if burst is not None:
+            action = burst["action"].numpy()
         elif global_step < learning_starts:
-            action, updates_done = env.action_space.sample(), 0
+            action = env.action_space.sample()
         else:
-            action, updates_done = act(agent.actor, obs, device, sample=True), 0
+            action = act(agent.actor, obs, device, sample=True)
         if global_step >= learning_starts:
             # SAC-AE runs one update per seed step at once when learning starts, then one per step (spec §5)
             updates = 1 if loop["updated"] else len(rb)
-            for i in range(updates_done, updates):
-                if run.interrupts.requested:  # a thousand updates take many minutes on a CPU
-                    loop["burst"] = {"action": action, "done": i}
-                    run.exit_interrupted(global_step, checkpoint_state)
+            for _ in dmc_envs.resumable_updates(run, global_step, updates, action, checkpoint_state, burst):
                 loop["metrics"] |= update(agent, rb, loop["step"], args.batch_size, args.gamma, args.tau,
                                           args.policy_frequency, args.target_network_frequency, args.encoder_tau,
                                           args.decoder_frequency, args.decoder_latent_lambda)
-                if updates > 1 and progress.due():
-                    print(f"{progress.line(global_step, None)} | SAC-AE's first updates: {i + 1}/{updates}",
-                          flush=True)
             loop["updated"] = True
         next_obs, reward, terminated, truncated, info = env.step(action)
         # the time limit is a truncation: bootstrap through it, only a termination stops it (spec §6 item 5)
@@ -593,8 +485,7 @@ def main(args: Args, argv: list[str] = ()):
     return final, agent, rb
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping: validation, --encoder-path, --eval-checkpoint, the command line
+# -- Run bookkeeping: validation, --encoder-path, --eval-checkpoint, the command line ---------------------------
 
 
 def validate(args: Args, argv: list[str], ckpt: dict | None = None):
@@ -608,22 +499,14 @@ def validate(args: Args, argv: list[str], ckpt: dict | None = None):
                        checkpoint_interval=args.checkpoint_interval,
                        **{name: value for name, value in optional.items() if value is not None})
     dmc_envs.resolve_env_id(args.env_id)  # the task first, then the encoder, then the schedule
-    pretrained = ckpt["pretrained"] if ckpt else (args.encoder_path and
-                                                  ae_files.load_encoder_checkpoint(args.encoder_path, Encoder))
-    k = pretrained["frames_per_input"] if pretrained else (args.frames_per_input or 3)
-    run_utils.require(args.frames_per_input in (None, k),
-                      f"--frames-per-input {args.frames_per_input} differs from the encoder checkpoint's {k}")
-    if pretrained:
-        run_utils.require(pretrained["feature_dim"] == args.feature_dim, f"--feature-dim {args.feature_dim} differs "
-                          f"from the encoder checkpoint's {pretrained['feature_dim']}")
+    pretrained, k = ae_files.check_pretrained(args, ckpt, Encoder)
     env_name, action_repeat, learning_starts = dmc_envs.resolve_schedule(args)
     device = run_utils.check_run_flags(args, argv)
-    return replace(args, frames_per_input=k), pretrained or None, env_name, action_repeat, learning_starts, device
+    return replace(args, frames_per_input=k), pretrained, env_name, action_repeat, learning_starts, device
 
 
 def evaluate_checkpoint(args: Args, argv: list[str]):
-    """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and sizes; nothing
-    is trained."""
+    """--eval-checkpoint: a saved agent on its own task, action repeat and sizes; nothing is trained."""
     def build(saved: dict, ckpt: dict, env_name: str, action_repeat: int, device: torch.device):
         env = make_env(env_name, saved["seed"] + 10_000, action_repeat, saved["frames_per_input"],
                        saved["episode_length"])

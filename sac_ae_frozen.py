@@ -32,8 +32,10 @@ import tyro
 import ae_files
 import dmc_envs
 import run_utils
+import pretrain_autoencoder
 
 SCRIPT = Path(__file__).stem
+FEATURE_DIM = 50  # spec §1.1 feature_dim
 
 
 @dataclass
@@ -75,15 +77,8 @@ class Args(dmc_envs.EnvArgs, run_utils.AgentRunArgs):
     latent_stack: int = 8
     """the observation is the latents of the last N agent steps (report §2)"""
 
-    # Evaluation (spec §1.4)
-    eval_frequency: int = 10_000
-    """env steps between evaluations (the paper's 10k); one also runs at step 0 and at the end"""
-    eval_episodes: int = 10
-    """episodes per evaluation, deterministic action tanh(mu)"""
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Networks (spec §1.1)
+# -- Networks (spec §1.1) ---------------------------------------------------------------------------------------
 
 
 def weight_init(m: nn.Module) -> None:
@@ -96,39 +91,7 @@ def weight_init(m: nn.Module) -> None:
         m.bias.data.fill_(0.0)
 
 
-FEATURE_DIM = 50  # spec §1.1 feature_dim
-
-
-class Encoder(nn.Module):
-    """Spec §1.1: pixels/255 -> four 3x3 convs with 32 filters, strides 2-1-1-1, no padding, ReLU (84 -> 35) ->
-    Linear(32*35*35, 50) -> LayerNorm -> tanh. `convs` can be shared between encoders; the head cannot.
-    `channels_last` runs the convs in that memory layout: the same arithmetic, summed in another order; flatten
-    reads the result in NCHW order, so the head's weights are the same in both layouts."""
-
-    def __init__(self, obs_shape: tuple[int, ...], feature_dim: int = FEATURE_DIM, num_filters: int = 32,
-                 channels_last: bool = False):
-        super().__init__()
-        self.convs = nn.Sequential(
-            nn.Conv2d(obs_shape[0], num_filters, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU(),
-            nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU(),
-            nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU(),
-        )
-        with torch.no_grad():
-            conv_dim = self.convs(torch.zeros(1, *obs_shape)).numel()
-        self.head = nn.Sequential(nn.Linear(conv_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
-        self.feature_dim = feature_dim
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def forward_conv(self, obs: torch.Tensor) -> torch.Tensor:
-        # the layout changes on the uint8 frames (a byte a value, not four); the convs keep their input's layout
-        return self.convs(obs.contiguous(memory_format=self.memory_format).float() / 255.0).flatten(1)
-
-    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
-        # the actor's losses must not train the shared convs (spec §1.1): no graph through them at all
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_conv):
-            h = self.forward_conv(obs)
-        return self.head(h)
+Encoder = pretrain_autoencoder.Encoder  # the frozen encoder's class: the pretraining's, which made its weights
 
 
 class StateEncoder(nn.Module):
@@ -141,10 +104,6 @@ class StateEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
         return obs.float()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# SAC networks (spec §1.1)
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -196,8 +155,7 @@ class Critic(nn.Module):
         return self.q1(h), self.q2(h)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Replay buffer: every step's latent stored once, on the training device
+# -- Replay buffer: every step's latent stored once, on the training device -------------------------------------
 
 
 class ReplayBuffer:
@@ -258,8 +216,7 @@ class ReplayBuffer:
         return self.get((self.start + torch.randint(0, len(self), (batch_size,), device=self.device)) % self.capacity)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The SAC update (spec §1.2 with K = M = 1 and no augmentation)
+# -- The SAC update (spec §1.2 with K = M = 1 and no augmentation) ----------------------------------------------
 
 
 def update_critic(agent: "Agent", obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
@@ -318,8 +275,7 @@ def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: 
     return metrics
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Evaluation (spec §1.4)
+# -- Evaluation (spec §1.4) -------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -335,8 +291,7 @@ def evaluate(actor: Actor, env: dmc_envs.DMCEnv, episodes: int, device: torch.de
     return dmc_envs.run_episodes(env, lambda obs: act(actor, obs, device, sample=False), episodes, video_path)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The agent: sac_state.py's networks and optimizers (spec §1.1, §1.4) on the latent stack
+# -- The agent: sac_state.py's networks and optimizers (spec §1.1, §1.4) on the latent stack --------------------
 
 
 @dataclass
@@ -364,12 +319,11 @@ def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device
                  target_entropy=-float(action_dim))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5) seen through the frozen encoder
+# -- Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5) seen through the frozen encoder
 
 
 def frozen_encoder(state_dict: dict, frames_per_input: int, device: torch.device) -> Encoder:
-    """The pretrained weights in this file's Encoder class (the DMC scripts' class, so they load bit-for-bit), with
+    """The pretrained weights in their own Encoder class (the DMC scripts' class, so they load bit-for-bit), with
     gradients off: no optimizer ever holds them."""
     encoder = Encoder((3 * frames_per_input, 84, 84), state_dict["head.0.weight"].shape[0]).to(device)
     encoder.load_state_dict(state_dict)
@@ -421,8 +375,7 @@ def make_env(env_name: str, seed: int, action_repeat: int, encoder: Encoder, lat
     return LatentStackEnv(pixels, encoder, latent_stack, frames_per_input, device)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The training loop (spec §1.2)
+# -- The training loop (spec §1.2) ------------------------------------------------------------------------------
 
 
 def main(args: Args, argv: list[str] = ()):
@@ -445,18 +398,12 @@ def main(args: Args, argv: list[str] = ()):
                        args.init_temperature)
     rb = ReplayBuffer(args.buffer_size, obs_shape, action_dim, device,
                       episode_len=math.ceil(args.episode_length / action_repeat), latent_dim=encoder.feature_dim)
-    plan = dmc_envs.run_plan(args, env_name, action_repeat, learning_starts)
-    run = run_utils.Run(args, SCRIPT, env_name, device, ckpt, plan, dmc_envs.LOOP_START, t_start,
-                        action_repeat=action_repeat, learning_starts=learning_starts, frames_per_input=k)
+    run = dmc_envs.start_run(args, SCRIPT, env_name, action_repeat, learning_starts, device, ckpt, t_start,
+                             frames_per_input=k)
     loop = run.loop
 
-    def run_evaluation(global_step: int) -> list[float]:
-        t0 = time.time()
-        print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
-        video = run.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
-        returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        run_utils.log_evaluation(run.logger, global_step, returns, t0)
-        return returns
+    run_evaluation = dmc_envs.evaluation(run, functools.partial(evaluate, agent.actor, eval_env, args.eval_episodes,
+                                                                device))
 
     obs = dmc_envs.restore(ckpt, agent, rb, env, eval_env) if ckpt else env.reset(seed=args.seed)[0]
     checkpoint_state = functools.partial(dmc_envs.training_state, agent, rb, env, eval_env, pretrained=pretrained)
@@ -489,8 +436,7 @@ def main(args: Args, argv: list[str] = ()):
     return final, agent, rb
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping: validation, --encoder-path, --eval-checkpoint, the command line
+# -- Run bookkeeping: validation, --encoder-path, --eval-checkpoint, the command line ---------------------------
 
 
 def validate(args: Args, argv: list[str], ckpt: dict | None = None):

@@ -67,15 +67,8 @@ class Args(dmc_envs.EnvArgs, run_utils.AgentRunArgs):
     hidden_dim: int = 1024
     """width of the two hidden layers of actor and Q MLPs (spec §1.1)"""
 
-    # Evaluation (spec §1.4)
-    eval_frequency: int = 10_000
-    """env steps between evaluations (the paper's 10k); one also runs at step 0 and at the end"""
-    eval_episodes: int = 10
-    """episodes per evaluation, deterministic action tanh(mu)"""
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Networks (spec §1.1)
+# -- Networks (spec §1.1) ---------------------------------------------------------------------------------------
 
 
 def weight_init(m: nn.Module) -> None:
@@ -98,10 +91,6 @@ class StateEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
         return obs.float()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# SAC networks (spec §1.1)
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -153,8 +142,7 @@ class Critic(nn.Module):
         return self.q1(h), self.q2(h)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Replay buffer of state vectors, on the training device
+# -- Replay buffer of state vectors, on the training device -----------------------------------------------------
 
 
 class ReplayBuffer:
@@ -191,8 +179,7 @@ class ReplayBuffer:
         return self.get(torch.randint(0, len(self), (batch_size,), device=self.device))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The SAC update (spec §1.2 with K = M = 1 and no augmentation), on states
+# -- The SAC update (spec §1.2 with K = M = 1 and no augmentation), on states -----------------------------------
 
 
 def update_critic(agent: "Agent", obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
@@ -251,8 +238,7 @@ def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: 
     return metrics
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Evaluation (spec §1.4)
+# -- Evaluation (spec §1.4) -------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -268,8 +254,7 @@ def evaluate(actor: Actor, env: dmc_envs.DMCEnv, episodes: int, device: torch.de
     return dmc_envs.run_episodes(env, lambda obs: act(actor, obs, device, sample=False), episodes, video_path)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The agent: networks and optimizers (spec §1.1, §1.4)
+# -- The agent: networks and optimizers (spec §1.1, §1.4) -------------------------------------------------------
 
 
 @dataclass
@@ -297,16 +282,14 @@ def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device
                  target_entropy=-float(action_dim))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5), its flattened state
+# -- Environment: a dm_control task through dmc_envs.py (spec §1.4, §6 items 3 and 5), its flattened state ------
 
 
 def make_env(env_name: str, seed: int, action_repeat: int, episode_length: int) -> dmc_envs.DMCEnv:
     return dmc_envs.make_env(env_name, seed, action_repeat, pixels=False, episode_length=episode_length)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The training loop (spec §1.2)
+# -- The training loop (spec §1.2) ------------------------------------------------------------------------------
 
 
 def main(args: Args, argv: list[str] = ()):
@@ -323,18 +306,11 @@ def main(args: Args, argv: list[str] = ()):
     agent = make_agent(obs_shape, action_dim, device, args.hidden_dim, args.policy_lr, args.q_lr, args.alpha_lr,
                        args.init_temperature)
     rb = ReplayBuffer(args.buffer_size, obs_shape, action_dim, device)
-    plan = dmc_envs.run_plan(args, env_name, action_repeat, learning_starts)
-    run = run_utils.Run(args, SCRIPT, env_name, device, ckpt, plan, dmc_envs.LOOP_START, t_start,
-                        action_repeat=action_repeat, learning_starts=learning_starts)
+    run = dmc_envs.start_run(args, SCRIPT, env_name, action_repeat, learning_starts, device, ckpt, t_start)
     loop = run.loop
 
-    def run_evaluation(global_step: int) -> list[float]:
-        t0 = time.time()
-        print(f"eval at step {global_step}: {args.eval_episodes} episodes ...", flush=True)
-        video = run.dir / "videos" / f"eval_{global_step}.mp4" if args.capture_video else None
-        returns = evaluate(agent.actor, eval_env, args.eval_episodes, device, video)
-        run_utils.log_evaluation(run.logger, global_step, returns, t0)
-        return returns
+    run_evaluation = dmc_envs.evaluation(run, functools.partial(evaluate, agent.actor, eval_env, args.eval_episodes,
+                                                                device))
 
     obs = dmc_envs.restore(ckpt, agent, rb, env, eval_env) if ckpt else env.reset(seed=args.seed)[0]
     checkpoint_state = functools.partial(dmc_envs.training_state, agent, rb, env, eval_env)
@@ -365,8 +341,7 @@ def main(args: Args, argv: list[str] = ()):
     return final, agent, rb
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Run bookkeeping: validation, --eval-checkpoint, the command line
+# -- Run bookkeeping: validation, --eval-checkpoint, the command line -------------------------------------------
 
 
 def validate(args: Args, argv: list[str]) -> tuple[str, int, int, torch.device]:
@@ -380,8 +355,7 @@ def validate(args: Args, argv: list[str]) -> tuple[str, int, int, torch.device]:
 
 
 def evaluate_checkpoint(args: Args, argv: list[str]):
-    """--eval-checkpoint: the agent of a model.pt or checkpoint.pt on its own task, action repeat and sizes; nothing
-    is trained."""
+    """--eval-checkpoint: a saved agent on its own task, action repeat and sizes; nothing is trained."""
     def build(saved: dict, ckpt: dict, env_name: str, action_repeat: int, device: torch.device):
         env = make_env(env_name, saved["seed"] + 10_000, action_repeat, saved["episode_length"])
         return env, make_agent(env.observation_space.shape, env.action_space.shape[0], device, saved["hidden_dim"])

@@ -165,7 +165,7 @@ def _blocks(script: str) -> dict[str, str]:
 # block -> (the script that holds the reference, the scripts that must hold it identically)
 COPIES = {
     "FEATURE_DIM": ("sac_pixels.py", ["drq_sac.py", "pretrain_autoencoder.py", "sac_ae.py", "sac_ae_frozen.py"]),
-    "Encoder": ("sac_pixels.py", ["drq_sac.py", "pretrain_autoencoder.py", "sac_ae.py", "sac_ae_frozen.py"]),
+    "Encoder": ("sac_pixels.py", ["drq_sac.py", "pretrain_autoencoder.py", "sac_ae.py"]),  # sac_ae_frozen: pretrain's
     **{name: ("sac_pixels.py", ["sac_ae.py", "sac_ae_frozen.py"])
        for name in ["weight_init", "mlp", "Actor", "sample_action", "Critic", "update_critic",
                     "update_actor_and_alpha", "soft_update", "act"]},
@@ -173,9 +173,6 @@ COPIES = {
        for name in ["random_shift", "ReplayBuffer", "measure_invariance", "make_env"]},
     "update": ("sac_pixels.py", ["sac_ae_frozen.py"]),  # on latents the SAC step is sac_pixels.py's, unchanged
     "StateEncoder": ("sac_state.py", ["sac_ae_frozen.py"]),
-    **{name: ("pretrain_autoencoder.py", ["sac_ae.py"])
-       for name in ["ae_weight_init", "Decoder", "RECONSTRUCTION_BITS", "reconstruction_target", "ae_loss",
-                    "make_ae_optimizers", "update_autoencoder"]},
 }
 
 
@@ -234,7 +231,7 @@ def test_bad_encoder_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
         ae_files.load_encoder_checkpoint(str(tmp_path / "model.pt"), pa.Encoder)
     with pytest.raises(SystemExit, match="^error: --encoder-path .* not an encoder.pt"):
-        drq_sac.frames_per_observation(str(tmp_path / "model.pt"), 8)
+        drq_sac.validate(drq_sac.Args(encoder_path=str(tmp_path / "model.pt"), runs_dir=str(tmp_path)), [])
     with pytest.raises(SystemExit, match="^error: sac_ae_frozen.py needs --encoder-path"):
         sac_ae_frozen.validate(sac_ae_frozen.Args(), [])
     path, _ = _save_encoder(tmp_path, 1)
@@ -358,8 +355,8 @@ def test_sac_ae_critic_and_reconstruction_losses_both_move_the_encoder():
     sac_ae.update_critic(agent, obs, action, reward, obs, not_done, 0.99)
     s1 = snapshot()
     assert not torch.equal(s1["convs.0.weight"], s0["convs.0.weight"]), "the critic loss must train the convs"
-    metrics = sac_ae.update_autoencoder(agent.critic.encoder, agent.decoder, agent.encoder_optimizer,
-                                        agent.decoder_optimizer, obs, 1e-6)
+    metrics = pa.update_autoencoder(agent.critic.encoder, agent.decoder, agent.encoder_optimizer,
+                                    agent.decoder_optimizer, obs, 1e-6)
     s2 = snapshot()
     assert not torch.equal(s2["convs.0.weight"], s1["convs.0.weight"]), "the reconstruction loss must train the convs"
     assert not torch.equal(s2["head.0.weight"], s1["head.0.weight"]), "...and the head"
