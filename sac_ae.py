@@ -327,9 +327,8 @@ def update(agent: "Agent", rb: ReplayBuffer, step: int, batch_size: int, gamma: 
         soft_update(agent.critic_target.q2, agent.critic.q2, tau)
         soft_update(agent.critic_target.encoder, agent.critic.encoder, encoder_tau)
     if step % decoder_frequency == 0:  # L_AE: the autoencoder step of pretrain_autoencoder.py, its own file
-        metrics.update(pretrain_autoencoder.update_autoencoder(agent.critic.encoder, agent.decoder,
-                                                               agent.encoder_optimizer, agent.decoder_optimizer, obs,
-                                                               latent_lambda))
+        metrics.update(pretrain_autoencoder.update_autoencoder(
+            agent.critic.encoder, agent.decoder, agent.encoder_optimizer, agent.decoder_optimizer, obs, latent_lambda))
     return metrics
 
 
@@ -389,18 +388,17 @@ def make_agent(obs_shape: tuple[int, ...], action_dim: int, device: torch.device
     critic = Critic(Encoder(obs_shape, feature_dim), action_dim, hidden_dim).to(device)
     actor.apply(pretrain_autoencoder.ae_weight_init)
     critic.apply(pretrain_autoencoder.ae_weight_init)
+    decoder = pretrain_autoencoder.Decoder(obs_shape[0], feature_dim).to(device)  # SAC-AE's init is in its __init__
     if pretrained is not None:
         actor.encoder.load_state_dict(pretrained["encoder"])
         critic.encoder.load_state_dict(pretrained["encoder"])
+        decoder.load_state_dict(pretrained["decoder"])
     # Tie after init (spec §1.1): the actor's convs become the critic's Parameters, the heads stay separate.
     actor.encoder.convs = critic.encoder.convs
     critic_target = copy.deepcopy(critic).requires_grad_(False)
     log_alpha = torch.tensor(math.log(init_temperature), device=device, requires_grad=True)
     # The convs learn from the critic loss only, so the actor's optimizer does not hold them.
     actor_params = [p for name, p in actor.named_parameters() if not name.startswith("encoder.convs.")]
-    decoder = pretrain_autoencoder.Decoder(obs_shape[0], feature_dim).to(device)
-    if pretrained is not None:
-        decoder.load_state_dict(pretrained["decoder"])
     return Agent(actor, critic, critic_target, log_alpha, torch.optim.Adam(actor_params, lr=policy_lr),
                  torch.optim.Adam(critic.parameters(), lr=q_lr),
                  torch.optim.Adam([log_alpha], lr=alpha_lr, betas=(alpha_beta, 0.999)),
