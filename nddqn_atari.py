@@ -424,7 +424,6 @@ def evaluate_checkpoint(args: Args, argv: list[str]) -> dict:
                                      lambda n_actions, saved: QNetwork(n_actions, padding=saved["conv_padding"]))
 
 
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """The command line: one of this script's recipes (atari_envs.RECIPES, tyro subcommands; Args' own if none is
     named), then flags that override its values."""
